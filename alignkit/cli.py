@@ -1,0 +1,123 @@
+"""One entry point: ``alignkit <command>``. Every training command takes the same core flags."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+TRAIN_OPTIONS = [
+    click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML file of fields; flags override it."),
+    click.option("--model", help="Local HF directory, hub id, or alias (default: smollm2-135m-instruct)."),
+    click.option("--data", help="Training data: JSONL/JSON/CSV/Parquet file, or the bundled name 'hhh'."),
+    click.option("--eval-data", help="Held-out data in the same format."),
+    click.option("--output-dir", help="Run directory (model, config, metrics.jsonl, summary.json)."),
+    click.option("--max-steps", type=int, help="Optimizer steps (overrides --epochs)."),
+    click.option("--epochs", type=float, help="Passes over the data."),
+    click.option("--batch-size", type=int, help="Examples per optimizer step."),
+    click.option("--grad-accum", type=int, help="Micro-batches per optimizer step."),
+    click.option("--lr", type=float, help="Peak learning rate."),
+    click.option("--seed", type=int, help="Seed for weights init, data order and sampling."),
+    click.option("--max-length", type=int, help="Max prompt+response tokens."),
+    click.option("--eval-every", type=int, help="Evaluate every N steps."),
+    click.option("--save-every", type=int, help="Checkpoint every N steps."),
+    click.option("--resume/--no-resume", default=None, help="Continue from the newest checkpoint in output-dir."),
+    click.option("--skip-invalid/--no-skip-invalid", default=None, help="Skip malformed rows into a rejects file."),
+    click.option("--lora-r", type=int, help="Train a LoRA adapter of this rank."),
+    click.option("--merge-lora/--no-merge-lora", default=None, help="Save the adapter merged into the base."),
+    click.option("--report-to", multiple=True, type=click.Choice(["tensorboard", "trackio", "mlflow", "wandb"]), help="Extra trackers."),
+    click.option("--threads", type=int, help="torch CPU threads."),
+]
+
+
+def train_options(fn):
+    for option in reversed(TRAIN_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _build_config(cls, config_file, flags: dict):
+    from alignkit.train.config import ConfigError, load_config
+
+    flags = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items()}
+    flags = {k: v for k, v in flags.items() if v not in (None, [])}
+    try:
+        return load_config(cls, config_file, **flags)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run_training(cls, runner, config_file, flags):
+    from alignkit.data.errors import DataError
+
+    cfg = _build_config(cls, config_file, flags)
+    try:
+        summary = runner(cfg)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"run directory: {cfg.output_dir}")
+    return summary
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def app(verbose: bool) -> None:
+    """alignkit: align language models with preferences, and measure whether it worked."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+@click.option("--model", default="smollm2-135m-instruct", show_default=True)
+@click.option("--prompt", default="How do I make fried rice?", show_default=True)
+def doctor(model: str, prompt: str) -> None:
+    """Print versions, load the model and generate a reply."""
+    from rich.console import Console
+
+    from alignkit.doctor import run_doctor
+
+    run_doctor(model, prompt, Console())
+
+
+@app.group()
+def data() -> None:
+    """Look at data before training on it."""
+
+
+@data.command("inspect")
+@click.argument("path")
+@click.option("--n", default=5, show_default=True, help="Rows to show.")
+@click.option("--kind", default="preference", show_default=True, type=click.Choice(["preference", "sft", "binary", "ranking", "prompt"]))
+@click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Tokenizer used for token counts.")
+def data_inspect(path: str, n: int, kind: str, model: str) -> None:
+    """Show N rows side by side with token counts, then a summary table."""
+    from rich.console import Console
+
+    from alignkit.data.errors import DataError
+    from alignkit.data.inspect import inspect_file
+    from alignkit.models import load_tokenizer
+
+    try:
+        inspect_file(path, kind=kind, n=n, tokenizer=load_tokenizer(model), console=Console())
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@app.command()
+@train_options
+@click.option("--loss", type=click.Choice(["dpo", "ipo", "cdpo", "hinge", "rpo", "simpo", "orpo"]), help="Preference objective.")
+@click.option("--beta", type=float, help="Strength of the KL / implicit-reward scale.")
+@click.option("--reference", type=click.Choice(["auto", "copy", "adapter", "precompute"]), help="How reference log-probs are obtained.")
+def dpo(config_file, **flags) -> None:
+    """Direct preference optimisation and its family (IPO, cDPO, hinge, RPO, SimPO, ORPO)."""
+    from alignkit.train.dpo import DPOConfig, run_dpo
+
+    _run_training(DPOConfig, run_dpo, config_file, flags)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(prog_name="alignkit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Datasets that ship inside the package, addressable by name (``--data hhh``, ``--eval-data hhh:test``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).parent
+BUNDLED = {"hhh": ROOT / "hhh"}
+
+
+def bundled_files(spec: str) -> list[Path] | None:
+    """Files of a bundled dataset spec ``name[:split]`` (split defaults to train), or None if not one."""
+    name, _, split = spec.partition(":")
+    if name not in BUNDLED:
+        return None
+    files = sorted(BUNDLED[name].glob(f"*.{split or 'train'}.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"bundled dataset {name!r} has no split {split or 'train'!r} in {BUNDLED[name]}")
+    return files

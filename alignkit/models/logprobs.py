@@ -1,0 +1,88 @@
+"""Per-token and per-sequence log-probs, computed only where a loss needs them.
+
+A causal LM's full output is a ``[tokens, vocab]`` logits tensor (49,152 columns for SmolLM2),
+most of which a preference loss never reads: it needs ``log p(token_{t+1} | tokens_{≤t})`` at
+response positions only. So we run the decoder for hidden states, pick the positions whose
+*next* token is a response token, and apply the LM head and log-softmax there, in chunks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _unwrap(model):
+    """The plain transformers model under DDP / PEFT wrappers (PEFT's LoRA layers stay active)."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    if hasattr(model, "get_base_model"):  # peft.PeftModel
+        model = model.get_base_model()
+    return model
+
+
+def decoder_and_head(model):
+    """The transformer trunk (returns hidden states) and the output projection of a causal LM."""
+    base = _unwrap(model)
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def gather_token_logps(hidden: torch.Tensor, targets: torch.Tensor, lm_head, *, chunk_size: int = 1024) -> torch.Tensor:
+    """log p(target | hidden) for N positions without building all N×V logits at once.
+
+    hidden: (N, H) hidden states at the positions that predict ``targets`` (N,).
+    Returns (N,) log-probs. Chunking bounds peak memory at ``chunk_size × V`` floats.
+    """
+    out = []
+    for start in range(0, hidden.shape[0], chunk_size):
+        logits = lm_head(hidden[start : start + chunk_size]).float()  # (n, V)
+        logps = torch.log_softmax(logits, dim=-1)
+        out.append(logps.gather(-1, targets[start : start + chunk_size, None]).squeeze(-1))
+    if not out:
+        return hidden.new_zeros(0)
+    return torch.cat(out)
+
+
+def response_token_logps(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    position_ids: torch.Tensor | None = None,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Per-token log-probs of the response tokens, zero elsewhere.
+
+    input_ids, attention_mask, response_mask: (B, T); response_mask[b, t] = 1 when token t is a
+    response token. attention_mask may also be a prepared 4D mask (B, 1, T, T).
+    Returns token_logps (B, T) where token_logps[b, t] = log p(input_ids[b, t] | input_ids[b, <t])
+    for response tokens and 0 for the rest. Token 0 can never be scored (nothing predicts it).
+    """
+    decoder, lm_head = decoder_and_head(model)
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    # Position t-1 predicts token t: shift the mask left by one to select predicting positions.
+    predict = torch.zeros_like(response_mask, dtype=torch.bool)
+    predict[:, :-1] = response_mask[:, 1:].bool()
+    targets = input_ids[:, 1:][predict[:, :-1]]
+    logps = gather_token_logps(hidden[predict], targets, lm_head, chunk_size=chunk_size)
+    token_logps = torch.zeros(input_ids.shape, dtype=logps.dtype, device=input_ids.device)
+    shifted = torch.zeros_like(predict)
+    shifted[:, 1:] = predict[:, :-1]
+    token_logps[shifted] = logps
+    return token_logps
+
+
+def sequence_logps(model, input_ids, attention_mask, response_mask, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs (B,) and response lengths (B,) — what the DPO family consumes."""
+    token_logps = response_token_logps(model, input_ids, attention_mask, response_mask, **kwargs)
+    return token_logps.sum(-1), response_mask.sum(-1).to(token_logps.dtype)
+
+
+def full_logits_token_logps(model, input_ids, attention_mask, response_mask) -> torch.Tensor:
+    """The plain computation (full logits, log-softmax over everything): the reference that the
+    selective path above must equal. Used by tests, and readable as the definition."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()  # (B, T, V)
+    logps = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    token_logps = torch.zeros(input_ids.shape, dtype=logps.dtype, device=input_ids.device)
+    token_logps[:, 1:] = logps * response_mask[:, 1:]
+    return token_logps

@@ -1,0 +1,92 @@
+"""Resumable checkpoints, written atomically.
+
+A checkpoint holds what a run needs to continue bit-for-bit: the trainable parameters (full
+weights or only the LoRA adapter, whichever requires grad), optimizer and scheduler state, the
+RNG states and the optimizer step (the data position is derived from it). It is written to a
+temporary directory and renamed into place, so a kill mid-save never leaves a broken one, and
+loading uses safetensors and ``torch.load(weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE_FILE = "trainer_state.json"
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters that require grad, by name, detached and contiguous (safetensors wants that)."""
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+
+
+def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, *, keep: int = 2) -> Path:
+    """Write ``root/step-{step}`` atomically and keep only the newest ``keep`` checkpoints."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.", dir=root))
+    try:
+        save_file(trainable_state(model), tmp / "trainable.safetensors")
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+            tmp / "optim.pt",
+        )
+        (tmp / STATE_FILE).write_text(json.dumps({"step": step}))
+        final = root / f"step-{step}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories are never listed)."""
+    if not root.exists():
+        return []
+    done = [p for p in root.glob("step-*") if (p / STATE_FILE).exists()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> int:
+    """Restore a checkpoint into live objects and return its optimizer step."""
+    weights = load_file(path / "trainable.safetensors")
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != expected:
+        raise ValueError(
+            f"{path}: checkpoint does not match this model's trainable parameters "
+            f"(missing {sorted(expected - set(weights))[:3]}, unexpected {sorted(set(weights) - expected)[:3]})"
+        )
+    model.load_state_dict(weights, strict=False)
+    state = torch.load(path / "optim.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return json.loads((path / STATE_FILE).read_text())["step"]

@@ -1,0 +1,115 @@
+"""Typed run configuration shared by every training command, YAML recipe and the Python API.
+
+One field, one line of docstring. The CLI flags (`--max-steps`, `--lr`, ...) and YAML keys map
+onto these names (dashes become underscores), so a user learns the convention once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class RunConfig(BaseModel):
+    """Settings every method shares: model, data, loop, checkpoints, adapters, logging."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = "smollm2-135m-instruct"
+    """Local HF directory, hub id, or bundled alias to start from."""
+    data: str | None = None
+    """Training data file (JSONL/JSON/CSV/Parquet) or the bundled name `hhh`."""
+    eval_data: str | None = None
+    """Held-out data in the same format; evaluated every `eval_every` steps and at the end."""
+    output_dir: str = "runs/latest"
+    """Run directory: model, config, metrics.jsonl, summary.json, checkpoints/."""
+    max_steps: int | None = Field(None, ge=1)
+    """Optimizer steps to run; overrides `epochs` when set."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the training data when `max_steps` is not set."""
+    batch_size: int = Field(4, ge=1)
+    """Examples per optimizer step (the global batch, split across processes and accumulation)."""
+    grad_accum: int = Field(1, ge=1)
+    """Micro-batches accumulated into one optimizer step (micro-batch = batch_size / grad_accum / processes)."""
+    lr: float = Field(5e-6, gt=0)
+    """Peak learning rate of AdamW."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW decoupled weight decay."""
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    """Fraction of steps spent on linear warm-up."""
+    lr_schedule: Literal["cosine", "linear", "constant"] = "linear"
+    """Decay after warm-up."""
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    """Clip the global gradient norm to this value (None: no clipping)."""
+    seed: int = 0
+    """Seeds Python, NumPy and torch, and the data order."""
+    max_length: int = Field(512, ge=8)
+    """Prompt + response tokens kept per sequence (the prompt's end is kept when cutting)."""
+    max_prompt_length: int | None = None
+    """Prompt tokens kept (default: half of max_length)."""
+    skip_invalid: bool = False
+    """Skip malformed rows (counted and written to a rejects file) instead of stopping."""
+    eval_every: int | None = Field(None, ge=1)
+    """Evaluate every N optimizer steps (None: only at the end)."""
+    save_every: int | None = Field(None, ge=1)
+    """Write a resumable checkpoint every N optimizer steps (None: only the final model)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """How many recent checkpoints to keep on disk."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir/checkpoints."""
+    log_every: int = Field(1, ge=1)
+    """Log metrics every N optimizer steps."""
+    report_to: list[Literal["tensorboard", "trackio", "mlflow", "wandb"]] = []
+    """Extra trackers besides the always-written metrics.jsonl."""
+    lora_r: int | None = Field(None, ge=1)
+    """Train a LoRA adapter of this rank instead of all weights (PEFT)."""
+    lora_alpha: float | None = None
+    """LoRA scaling alpha (default: 2 × r)."""
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the LoRA input."""
+    lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    """Modules that get adapters: attention and MLP projections by default."""
+    merge_lora: bool = False
+    """Save the merged full model instead of the adapter at the end."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype: auto = bf16 on CUDA, fp32 on CPU."""
+    threads: int | None = None
+    """torch intra-op threads (default: torch's choice)."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub to run (off unless asked)."""
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}")
+        if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
+            raise ValueError(f"max_prompt_length={self.max_prompt_length} must be < max_length={self.max_length}")
+        return self
+
+
+def load_config(cls: type[RunConfig], path: str | Path | None = None, **overrides) -> RunConfig:
+    """Build ``cls`` from a YAML file, then ``overrides`` (CLI flags) on top; errors name the file."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of field: value")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        where = f"{path}: " if path is not None else ""
+        lines = [f"{where}field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+class ConfigError(ValueError):
+    """A config file or flag that cannot be used; the message names the file and field."""

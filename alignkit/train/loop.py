@@ -1,0 +1,227 @@
+"""The one training loop every method shares.
+
+A method supplies ``model`` (whose parameters that require grad are trained), ``train_items``,
+``collate(items) -> batch``, ``loss(batch) -> (scalar, metrics)``, ``evaluate() -> metrics`` and
+``save(directory)``. The loop owns everything else: data order, accumulation, all-reduce across
+processes, clipping, the NaN guard, schedule, checkpoints, resume, logging and progress.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from alignkit.train.config import RunConfig
+from alignkit.train.logger import MetricsLogger
+
+log = logging.getLogger(__name__)
+
+
+class Method(Protocol):
+    model: torch.nn.Module
+    train_items: Sequence
+
+    def collate(self, items: list) -> Any: ...
+    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def evaluate(self) -> dict[str, float]: ...
+    def save(self, directory: Path) -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised before the optimizer step when a loss or gradient is NaN/inf; weights are untouched."""
+
+
+@dataclass
+class Topology:
+    """Which process this is and how many there are (1 without torchrun / accelerate launch)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> "Topology":
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_order(n_items: int, epoch: int, seed: int) -> list[int]:
+    """A fixed permutation per (seed, epoch), so resume and every process agree on the order."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n_items, generator=generator).tolist()
+
+
+def micro_batches(items: Sequence, step: int, cfg: RunConfig, topo: Topology, steps_per_epoch: int) -> list[list]:
+    """This process's micro-batches for optimizer step ``step`` (0-based).
+
+    The global batch is ``cfg.batch_size`` examples; process r takes the r-th contiguous slice
+    and splits it into ``cfg.grad_accum`` micro-batches.
+    """
+    epoch, position = divmod(step, steps_per_epoch)
+    order = epoch_order(len(items), epoch, cfg.seed)
+    global_ids = order[position * cfg.batch_size : (position + 1) * cfg.batch_size]
+    per_rank = len(global_ids) // topo.world
+    mine = global_ids[topo.rank * per_rank : (topo.rank + 1) * per_rank]
+    size = len(mine) // cfg.grad_accum
+    return [[items[i] for i in mine[k * size : (k + 1) * size]] for k in range(cfg.grad_accum)]
+
+
+def _average_across_processes(values: dict[str, float], topo: Topology) -> dict[str, float]:
+    if topo.world == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: v / topo.world for k, v in zip(keys, t.tolist())}
+
+
+def _all_reduce_grads(params: list[torch.Tensor], topo: Topology) -> None:
+    # Explicit mean of gradients over processes (what DDP does), so any forward path syncs.
+    if topo.world == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= topo.world
+
+
+def build_optimizer(params, cfg: RunConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(
+        cfg.lr_schedule,
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    return optimizer, scheduler
+
+
+def fit(method: Method, cfg: RunConfig) -> dict:
+    """Train ``method`` as ``cfg`` says; return the summary (also written to summary.json)."""
+    topo = Topology.current()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if topo.is_main:
+        (out / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+
+    steps_per_epoch = len(method.train_items) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(method.train_items)} training examples is fewer than one batch of {cfg.batch_size}")
+    if cfg.batch_size % (topo.world * cfg.grad_accum):
+        raise ValueError(f"batch_size={cfg.batch_size} must divide into {topo.world} processes × {cfg.grad_accum} micro-batches")
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+    params = [p for p in method.model.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(params, cfg, total_steps)
+    ckpt_root = out / "checkpoints"
+    start = 0
+    if cfg.resume and list_checkpoints(ckpt_root):
+        latest = list_checkpoints(ckpt_root)[-1]
+        start = load_checkpoint(latest, method.model, optimizer, scheduler)
+        log.info("resumed from %s at step %d", latest, start)
+        if topo.is_main:
+            truncate_metrics(out / "metrics.jsonl", start)
+    elif (out / "metrics.jsonl").exists() and topo.is_main:
+        (out / "metrics.jsonl").unlink()  # a fresh run does not append to an old run's curve
+
+    logger = MetricsLogger(out, report_to=cfg.report_to, config=cfg.model_dump(), enabled=topo.is_main)
+    method.model.train()
+    bar = tqdm(total=total_steps, initial=start, desc="train", disable=not topo.is_main, dynamic_ncols=True)
+    last: dict[str, float] = {}
+    t0 = time.time()
+    for step in range(start, total_steps):
+        sums: dict[str, float] = {}
+        for batch_items in micro_batches(method.train_items, step, cfg, topo, steps_per_epoch):
+            loss, metrics = method.loss(method.collate(batch_items))
+            if not torch.isfinite(loss):
+                optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(
+                    f"step {step + 1}: loss is {loss.item()}; stopped before the optimizer step, "
+                    f"weights untouched (last good checkpoint: {_newest(ckpt_root)})"
+                )
+            (loss / cfg.grad_accum).backward()
+            for k, v in {"loss": loss.item(), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / cfg.grad_accum
+        _all_reduce_grads(params, topo)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+        if not torch.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(f"step {step + 1}: gradient norm is {grad_norm.item()}; weights untouched")
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1
+        last = _average_across_processes(sums, topo)
+        last.update(grad_norm=grad_norm.item(), lr=scheduler.get_last_lr()[0], epoch=done / steps_per_epoch)
+        if done % cfg.log_every == 0 or done == total_steps:
+            logger.log(last, step=done)
+        bar.set_postfix({k: f"{last[k]:.4g}" for k in ("loss", "rewards/margins", "rewards/accuracies") if k in last})
+        bar.update(1)
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != total_steps:
+            _evaluate(method, logger, done)
+        if cfg.save_every and done % cfg.save_every == 0 and topo.is_main:
+            save_checkpoint(ckpt_root, done, method.model, optimizer, scheduler, keep=cfg.keep_checkpoints)
+    bar.close()
+
+    final_eval = _evaluate(method, logger, total_steps)
+    summary = {
+        "steps": total_steps,
+        "train_seconds": round(time.time() - t0, 2),
+        "train": {k: v for k, v in last.items()},
+        "eval": final_eval,
+    }
+    if topo.is_main:
+        method.save(out / "model")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    logger.close()
+    return summary
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after ``step``: their weights were lost with the crash, resume redoes them."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+def _evaluate(method: Method, logger: MetricsLogger, step: int) -> dict[str, float]:
+    method.model.eval()
+    with torch.no_grad():
+        metrics = {f"eval/{k}": v for k, v in method.evaluate().items()}
+    method.model.train()
+    if metrics:
+        logger.log(metrics, step=step)
+    return metrics
+
+
+def _newest(root: Path) -> str:
+    found = list_checkpoints(root)
+    return str(found[-1]) if found else "none"

@@ -1,0 +1,33 @@
+"""LoRA adapters through PEFT, for every method."""
+
+from __future__ import annotations
+
+import torch
+
+from alignkit.train.config import RunConfig
+
+
+def apply_lora(model: torch.nn.Module, cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
+    """Wrap ``model`` with a LoRA adapter as ``cfg`` says; base weights are frozen by PEFT."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha if cfg.lora_alpha is not None else 2 * cfg.lora_r,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        task_type=task_type,
+    )
+    return get_peft_model(model, config)
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def save_model(model, tokenizer, directory, *, merge: bool = False) -> None:
+    """Save for ``from_pretrained``: full weights, the adapter alone, or adapter merged into the base."""
+    if is_peft(model) and merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
