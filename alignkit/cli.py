@@ -115,6 +115,74 @@ def dpo(config_file, **flags) -> None:
     _run_training(DPOConfig, run_dpo, config_file, flags)
 
 
+@app.command()
+@train_options
+def sft(config_file, **flags) -> None:
+    """Supervised fine-tuning on demonstrations (loss on response tokens only)."""
+    from alignkit.train.sft import SFTConfig, run_sft
+
+    _run_training(SFTConfig, run_sft, config_file, flags)
+
+
+@app.command()
+@train_options
+@click.option("--ensemble", type=int, help="Train N members with consecutive seeds.")
+@click.option("--center-coef", type=float, help="Reward-centering coefficient.")
+def rm(config_file, **flags) -> None:
+    """Bradley-Terry reward model: a scalar head on the LM, trained on preference pairs."""
+    from alignkit.train.rm import RMConfig, run_rm
+
+    _run_training(RMConfig, run_rm, config_file, flags)
+
+
+@app.command()
+@train_options
+@click.option("--beta", type=float, help="β of the implicit reward.")
+@click.option("--desirable-weight", type=float, help="Weight of thumbs-up examples.")
+@click.option("--undesirable-weight", type=float, help="Weight of thumbs-down examples.")
+@click.option("--reference", type=click.Choice(["auto", "copy", "adapter", "precompute"]), help="How reference log-probs are obtained.")
+def kto(config_file, **flags) -> None:
+    """KTO on unpaired thumbs-up / thumbs-down feedback."""
+    from alignkit.train.kto import KTOConfig, run_kto
+
+    _run_training(KTOConfig, run_kto, config_file, flags)
+
+
+@app.command("run")
+@click.argument("recipe")
+@click.option("--output-dir", help="Override the recipe's output_dir.")
+@click.option("--model", help="Override the recipe's base model.")
+def run_recipe_command(recipe: str, output_dir: str | None, model: str | None) -> None:
+    """Run a YAML pipeline (a path, or the name of a bundled recipe in recipes/)."""
+    _run_recipe(recipe, output_dir=output_dir, model=model)
+
+
+@app.command()
+@click.option("--output-dir", help="Where the run goes (default runs/quickstart).")
+def quickstart(output_dir: str | None) -> None:
+    """DPO with LoRA on the bundled model and data, evaluated, with an HTML report (recipes/quickstart.yaml)."""
+    _run_recipe("quickstart", output_dir=output_dir, model=None)
+
+
+def _run_recipe(recipe: str, **overrides) -> None:
+    import json
+
+    from alignkit.data.errors import DataError
+    from alignkit.pipeline import RecipeError, run_recipe
+
+    try:
+        out = run_recipe(recipe, **overrides)
+    except (RecipeError, DataError) as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = json.loads((out / "summary.json").read_text())
+    win = summary.get("win_rate")
+    if win:
+        click.echo(f"win rate vs base: {win['win_rate']:.1%} (95% CI {win['ci_low']:.1%}-{win['ci_high']:.1%}, n={win['n']})")
+    for stage, acc in summary.get("heldout_accuracy", {}).items():
+        click.echo(f"held-out preference accuracy ({stage}): {acc:.1%}")
+    click.echo(str(out.resolve()))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="alignkit")
 

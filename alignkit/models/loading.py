@@ -117,13 +117,20 @@ def load_policy(
     from transformers import AutoModelForCausalLM
 
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # One GPU per process under torchrun / accelerate launch.
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
     if dtype is None:
         dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     if attn_implementation is None:
         attn_implementation = "sdpa"
+    if (Path(str(name_or_path)) / "adapter_config.json").exists():
+        # A LoRA run's output: the base it names plus the adapter, merged for fast inference.
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code)
+        return model.merge_and_unload().to(device)
     model = AutoModelForCausalLM.from_pretrained(
         resolve_model_path(name_or_path),
         dtype=dtype,

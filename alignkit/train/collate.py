@@ -34,3 +34,8 @@ def collate_completions(examples: list, pad_id: int) -> dict[str, torch.Tensor]:
     return pad_sequences(
         [e.prompt_ids + e.completion_ids for e in examples], [len(e.prompt_ids) for e in examples], pad_id
     )
+
+
+def to_device(batch: dict, device) -> dict:
+    """Move every tensor of a batch to ``device`` (a no-op on CPU)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -1,6 +1,7 @@
 """DPO and its family on offline preference pairs.
 
-One step: score prompt+chosen and prompt+rejected with the policy (one forward over 2B rows),
+One step: score chosen and rejected with the policy in one forward over B packed rows
+``[prompt | chosen | rejected]`` (the prompt encoded once, see ``packing.py``),
 take the reference's scores (cached, a copy, or the adapter-free base), and hand the sums to a
 loss from ``alignkit.losses.PREFERENCE_LOSSES``. The trainer holds no loss math.
 """
@@ -15,10 +16,11 @@ import torch
 from pydantic import Field
 
 from alignkit.losses import PREFERENCE_LOSSES, call_preference_loss
-from alignkit.models.logprobs import sequence_logps
-from alignkit.train.collate import collate_pairs
+from alignkit.train.collate import to_device
 from alignkit.train.config import RunConfig
-from alignkit.train.reference import frozen_copy, reference_weights, resolve_mode
+from alignkit.train.eval_loop import mean_loss_metrics
+from alignkit.train.packing import pack_pairs, packed_pair_logps
+from alignkit.train.reference import Reference, stack_cached
 from alignkit.train.setup import load_pairs, prepare_model, save_run_model
 
 
@@ -36,7 +38,7 @@ class DPOConfig(RunConfig):
     rpo_alpha: float = Field(1.0, ge=0)
     """RPO: weight of the chosen-response NLL term."""
     gamma: float = Field(0.5, ge=0)
-    """SimPO: target reward margin γ/β ratio (TRL's gamma_beta_ratio)."""
+    """SimPO: target reward margin γ (TRL's simpo_gamma; the paper tunes β in [2, 10])."""
     orpo_lambda: float = Field(0.1, ge=0)
     """ORPO: weight λ of the odds-ratio term."""
     reference: Literal["auto", "copy", "adapter", "precompute"] = "auto"
@@ -56,45 +58,29 @@ class DPOMethod:
     tokenizer: object
     train_items: list[PairItem]
     eval_items: list[PairItem] = field(default_factory=list)
-    reference_model: torch.nn.Module | None = None
 
     def __post_init__(self):
         self.spec = PREFERENCE_LOSSES[self.cfg.loss]
-        self.mode = resolve_mode(self.cfg.reference, self.model) if self.spec.needs_reference else "none"
-        if self.mode == "copy":
-            self.reference_model = frozen_copy(self.model)
-        elif self.mode == "precompute":
+        self.reference = None
+        if self.spec.needs_reference:
+            self.reference = Reference(self.cfg.reference, self.model, self.score)
             for items in (self.train_items, self.eval_items):
-                self.precompute_reference(items)
+                self.reference.precompute(items, self.collate)
 
     def collate(self, items: list[PairItem]) -> dict:
-        batch = collate_pairs([it.pair for it in items], self.tokenizer.pad_token_id)
-        if items and items[0].ref is not None:
-            batch["ref_logps"] = torch.tensor([it.ref[0] for it in items] + [it.ref[1] for it in items])
-        return batch
+        batch = pack_pairs([it.pair for it in items], self.tokenizer.pad_token_id)
+        cached = stack_cached(items)
+        if cached is not None:
+            batch["ref_logps"] = cached
+        return to_device(batch, self.model.device)
 
-    def _score(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
-
-    def reference_logps(self, batch) -> torch.Tensor:
-        if "ref_logps" in batch:
-            return batch["ref_logps"]
-        if self.mode == "copy":
-            with torch.no_grad():
-                return self._score(self.reference_model, batch)[0]
-        with reference_weights(self.model) as ref:
-            return self._score(ref, batch)[0]
-
-    def precompute_reference(self, items: list[PairItem], batch_size: int = 8) -> None:
-        """Score every pair once with the reference weights and keep the sums with the example."""
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            ref = self.reference_logps(self.collate(chunk)).tolist()
-            for i, item in enumerate(chunk):
-                item.ref = (ref[i], ref[i + len(chunk)])
+    @staticmethod
+    def score(model, batch) -> torch.Tensor:
+        """Summed response log-probs of the 2B sequences: (chosen..., rejected...)."""
+        return packed_pair_logps(model, batch)[0]
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logps, lengths = self._score(self.model, batch)
+        logps, lengths = packed_pair_logps(self.model, batch)
         n = logps.shape[0] // 2
         available = {
             "policy_chosen_logps": logps[:n],
@@ -102,8 +88,11 @@ class DPOMethod:
             "chosen_lengths": lengths[:n],
             "rejected_lengths": lengths[n:],
         }
+        if self.spec.needs_chosen_nll:
+            # RPO / ORPO: token-mean NLL over all chosen response tokens of the batch (TRL's convention).
+            available["chosen_nll"] = -logps[:n].sum() / lengths[:n].sum()
         if self.spec.needs_reference:
-            ref = self.reference_logps(batch)
+            ref = self.reference.logps(batch)
             available.update(ref_chosen_logps=ref[:n], ref_rejected_logps=ref[n:])
         hparams = {k: getattr(self.cfg, k) for k in ("beta", "label_smoothing", "rpo_alpha", "gamma", "orpo_lambda")}
         losses, metrics = call_preference_loss(self.cfg.loss, available, hparams)
@@ -111,16 +100,7 @@ class DPOMethod:
 
     def evaluate(self) -> dict[str, float]:
         """Held-out loss and implicit-reward metrics (accuracy = chosen reward > rejected)."""
-        if not self.eval_items:
-            return {}
-        totals: dict[str, float] = {}
-        size = max(1, self.cfg.batch_size // self.cfg.grad_accum)
-        for start in range(0, len(self.eval_items), size):
-            chunk = self.eval_items[start : start + size]
-            loss, metrics = self.loss(self.collate(chunk))
-            for k, v in {"loss": loss.item(), **metrics}.items():
-                totals[k] = totals.get(k, 0.0) + v * len(chunk)
-        return {k: v / len(self.eval_items) for k, v in totals.items()}
+        return mean_loss_metrics(self, self.eval_items)
 
     def save(self, directory: Path) -> None:
         save_run_model(self.model, self.tokenizer, directory, self.cfg)

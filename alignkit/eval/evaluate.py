@@ -1,0 +1,107 @@
+"""Evaluate an aligned policy against its base model on held-out prompts.
+
+What comes out (a JSON-serialisable dict):
+  win_rate      policy over base, the judge asked in both orders (``pairwise_win_rate``)
+  reward        mean reward of each model's responses, when the judge scores pointwise
+  kl            KL(policy ‖ reference) from policy samples (``sampled_kl``; reference = base by default)
+  length        mean lengths and their ratio (``length_drift``, in tokens)
+  distinct      distinct-1 / distinct-2 of each model's responses
+  refusal_rate  per prompt tag ("all" plus each tag, e.g. "harmful", "benign"), base and policy
+  samples       every (prompt, tag, base, policy) with the per-prompt judge score
+Win rate, rewards, lengths, diversity and refusals use greedy responses; only KL samples.
+"""
+
+from __future__ import annotations
+
+from alignkit.eval.metrics import distinct_n, length_drift, pairwise_win_rate, position_debiased_scores, refusal_rate
+from alignkit.eval.sampled_kl import sampled_kl
+from alignkit.judges.base import PairwiseJudge, ScoringJudge
+from alignkit.rollout.generate import generate
+
+
+def _refusal_by_tag(base_texts: list[str], policy_texts: list[str], tags: list[str] | None) -> dict:
+    groups = {"all": list(range(len(base_texts)))}
+    for i, tag in enumerate(tags or []):
+        groups.setdefault(tag, []).append(i)
+    return {
+        tag: {
+            "n": len(rows),
+            "base": refusal_rate([base_texts[i] for i in rows]),
+            "policy": refusal_rate([policy_texts[i] for i in rows]),
+        }
+        for tag, rows in groups.items()
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def evaluate_policy(
+    policy,
+    base,
+    tokenizer,
+    prompts: list[list[dict]],
+    *,
+    judge: PairwiseJudge | None = None,
+    reference=None,
+    max_new_tokens: int = 128,
+    prompt_tags: list[str] | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Compare ``policy`` with ``base`` on ``prompts`` (chat message lists); see the module doc.
+
+    ``judge``: any ``PairwiseJudge``; without one, win rate and rewards are None.
+    ``reference``: the model KL is measured against (defaults to ``base``).
+    ``prompt_tags``: one tag per prompt for the per-tag refusal rates.
+    """
+    if not prompts:
+        raise ValueError("evaluate_policy needs at least one prompt")
+    if prompt_tags is not None and len(prompt_tags) != len(prompts):
+        raise ValueError(f"{len(prompt_tags)} tags for {len(prompts)} prompts")
+    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    base_texts = [g.text for g in generate(base, tokenizer, prompts, do_sample=False, **options)]
+    policy_texts = [g.text for g in generate(policy, tokenizer, prompts, do_sample=False, **options)]
+
+    win_rate, judge_scores, reward, rewards = None, [None] * len(prompts), None, None
+    if judge is not None:
+        p_ab = judge.judge(prompts, policy_texts, base_texts)  # policy shown first
+        p_ba = judge.judge(prompts, base_texts, policy_texts)  # base shown first
+        win_rate = pairwise_win_rate(p_ab, p_ba).as_dict()
+        judge_scores = position_debiased_scores(p_ab, p_ba)
+    if isinstance(judge, ScoringJudge):
+        rewards = {"base": judge.score(prompts, base_texts), "policy": judge.score(prompts, policy_texts)}
+        reward = {name: _mean(values) for name, values in rewards.items()}
+
+    kl = sampled_kl(policy, reference if reference is not None else base, tokenizer, prompts, seed=seed, **options)
+
+    samples = []
+    for i, prompt in enumerate(prompts):
+        sample = {
+            "prompt": prompt,
+            "tag": prompt_tags[i] if prompt_tags else None,
+            "base": base_texts[i],
+            "policy": policy_texts[i],
+            "judge_score": judge_scores[i],  # P(policy ≻ base), both orders averaged
+        }
+        if rewards is not None:
+            sample.update(base_reward=rewards["base"][i], policy_reward=rewards["policy"][i])
+        samples.append(sample)
+
+    return {
+        "n_prompts": len(prompts),
+        "max_new_tokens": max_new_tokens,
+        "judge": type(judge).__name__ if judge is not None else None,
+        "win_rate": win_rate,
+        "reward": reward,
+        "kl": kl,
+        "length": length_drift(base_texts, policy_texts, tokenizer),
+        "distinct": {
+            "base": {"distinct_1": distinct_n(base_texts, 1), "distinct_2": distinct_n(base_texts, 2)},
+            "policy": {"distinct_1": distinct_n(policy_texts, 1), "distinct_2": distinct_n(policy_texts, 2)},
+        },
+        "refusal_rate": _refusal_by_tag(base_texts, policy_texts, prompt_tags),
+        "samples": samples,
+    }

@@ -1,0 +1,182 @@
+"""A self-contained HTML report of a run: training curves, evaluation tables and samples.
+
+``report.html`` opens offline: CSS is inline, every figure is a base64 ``data:`` URI, and there
+are no scripts, fonts or links to fetch. The PNGs are also written beside it (``report_plots/``)
+and the evaluation dict to ``eval_results.json``. Every piece of text that came from a model or a
+dataset goes through ``html.escape``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+
+from alignkit.eval.plots import ablation_png, training_curve_pngs
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1, h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .8em 0; }
+th, td { border: 1px solid #ccc; padding: .3em .7em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.plots img { max-width: 48%; margin: .3em; border: 1px solid #eee; }
+.sample td { white-space: pre-wrap; max-width: 340px; font-size: .92em; }
+.note { color: #666; font-size: .9em; }
+"""
+
+
+def _fmt(value) -> str:
+    """A table cell: floats to 4 significant digits, None as a dash, everything escaped."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list], *, css_class: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(
+            f'<td class="num">{_fmt(c)}</td>' if isinstance(c, (int, float)) and not isinstance(c, bool) else f"<td>{_fmt(c)}</td>"
+            for c in row
+        ) + "</tr>"
+        for row in rows
+    )
+    return f'<table class="{css_class}"><tr>{head}</tr>{body}</table>'
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _prompt_text(prompt) -> str:
+    """The last user message of a chat prompt (or the prompt itself when it is a string)."""
+    if isinstance(prompt, list):
+        users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return users[-1] if users else json.dumps(prompt)
+    return str(prompt)
+
+
+def _save_pngs(run_dir: Path, pngs: dict[str, bytes]) -> None:
+    plot_dir = run_dir / "report_plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for name, png in pngs.items():
+        (plot_dir / (re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") + ".png")).write_bytes(png)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _curves_section(curves: dict[str, bytes]) -> str:
+    if not curves:
+        return '<h2>Training curves</h2><p class="note">No training metrics were given.</p>'
+    return '<h2>Training curves</h2><div class="plots">' + "".join(_img(p, t) for t, p in curves.items()) + "</div>"
+
+
+def _evaluation_section(results: dict) -> str:
+    parts = [f"<h2>Evaluation</h2><p class=\"note\">{_fmt(results.get('n_prompts'))} held-out prompts, "
+             f"greedy, up to {_fmt(results.get('max_new_tokens'))} new tokens; judge: {_fmt(results.get('judge'))}.</p>"]
+    win = results.get("win_rate")
+    if win:
+        parts.append("<h3>Win rate of the aligned policy over the base model</h3>")
+        parts.append(_table(
+            ["win rate", "95% CI (Wilson)", "wins", "losses", "ties", "n"],
+            [[win["win_rate"], f"[{win['ci_low']:.3f}, {win['ci_high']:.3f}]", win["wins"], win["losses"], win["ties"], win["n"]]],
+            css_class="win-rate",
+        ))
+        parts.append('<p class="note">The judge is asked in both orders; per prompt s = (p_ab + 1 − p_ba)/2, '
+                     "a win when s &gt; 0.5, a loss when s &lt; 0.5; ties count half.</p>")
+    if results.get("reward"):
+        parts.append("<h3>Mean reward</h3>" + _table(["model", "mean reward"], [[m, v] for m, v in results["reward"].items()]))
+    kl = results.get("kl")
+    if kl:
+        parts.append("<h3>KL(policy ‖ reference)</h3>" + _table(
+            ["estimator", "mean", "std. error", "samples"],
+            [["k1", kl.get("k1"), kl.get("k1_stderr"), kl.get("n")], ["k3", kl.get("k3"), kl.get("k3_stderr"), kl.get("n")]],
+            css_class="kl",
+        ))
+    length = results.get("length")
+    if length:
+        parts.append("<h3>Length drift</h3>" + _table(
+            [f"base mean ({length.get('unit', '')})", f"aligned mean ({length.get('unit', '')})", "ratio aligned / base"],
+            [[length.get("base_mean_length"), length.get("policy_mean_length"), length.get("ratio")]],
+            css_class="length-drift",
+        ))
+    distinct = results.get("distinct")
+    if distinct:
+        parts.append("<h3>Diversity</h3>" + _table(
+            ["model", "distinct-1", "distinct-2"],
+            [[m, d.get("distinct_1"), d.get("distinct_2")] for m, d in distinct.items()],
+        ))
+    refusals = results.get("refusal_rate")
+    if refusals:
+        parts.append("<h3>Refusal rate (keyword heuristic)</h3>" + _table(
+            ["prompts", "n", "base", "aligned"], [[tag, r.get("n"), r.get("base"), r.get("policy")] for tag, r in refusals.items()],
+            css_class="refusals",
+        ))
+    return "".join(parts)
+
+
+def _ablation_section(ablation: list[dict] | None, frontier: bytes | None) -> str:
+    if not ablation:
+        return ""
+    columns = list(dict.fromkeys(k for row in ablation for k in row))
+    section = "<h2>β ablation</h2>" + _table(columns, [[row.get(c) for c in columns] for row in ablation], css_class="ablation")
+    if frontier is not None:
+        section += '<div class="plots">' + _img(frontier, "win rate against KL") + "</div>"
+    return section
+
+
+def _samples_section(samples: list[dict], n: int) -> str:
+    if not samples:
+        return ""
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(text)}</td>" for text in (_prompt_text(s.get("prompt")), str(s.get("base", "")), str(s.get("policy", "")))) + "</tr>"
+        for s in samples[:n]
+    )
+    return (f"<h2>Samples (first {min(n, len(samples))} of {len(samples)})</h2>"
+            f'<table class="sample"><tr><th>prompt</th><th>base</th><th>aligned</th></tr>{rows}</table>')
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def write_report(
+    run_dir,
+    *,
+    metrics_rows: list[dict],
+    eval_results: dict,
+    ablation: list[dict] | None = None,
+    title: str = "alignkit report",
+    n_samples: int = 5,
+) -> Path:
+    """Write ``run_dir/report.html`` (+ ``report_plots/*.png``, ``eval_results.json``); return its path.
+
+    ``metrics_rows``: training log rows such as ``{"step": 10, "loss": 0.6, "rewards/margins": 0.2}``
+    (keys may be missing from any row). ``eval_results``: the dict ``evaluate_policy`` returns.
+    ``ablation``: optional rows like ``{"beta": 0.1, "win_rate": 0.62, "kl": 3.1}``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    curves = training_curve_pngs(metrics_rows or [])
+    frontier = ablation_png(ablation) if ablation else None
+    _save_pngs(run_dir, {**curves, **({"ablation frontier": frontier} if frontier else {})})
+    (run_dir / "eval_results.json").write_text(json.dumps(eval_results, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        + _curves_section(curves)
+        + _evaluation_section(eval_results or {})
+        + _ablation_section(ablation, frontier)
+        + _samples_section((eval_results or {}).get("samples") or [], n_samples)
+        + "</body></html>\n"
+    )
+    path = run_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,138 @@
+"""Recipes: YAML pipelines of stages (train, evaluate, report) run by ``alignkit run``.
+
+A recipe names a base ``model``, an ``output_dir`` and a list of ``stages``. Each stage has a
+``name`` (its directory under output_dir) and a ``method``: ``sft``, ``rm``, ``dpo``, ``kto``
+(training: any field of that method's config), ``eval`` or ``report``. A model field may say
+``stage:NAME`` for the model a previous stage trained, or ``base`` for the recipe's model.
+``defaults`` apply to every training stage. See recipes/*.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+TRAINERS = {
+    "sft": ("alignkit.train.sft", "SFTConfig", "run_sft"),
+    "rm": ("alignkit.train.rm", "RMConfig", "run_rm"),
+    "dpo": ("alignkit.train.dpo", "DPOConfig", "run_dpo"),
+    "kto": ("alignkit.train.kto", "KTOConfig", "run_kto"),
+}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the file and stage."""
+
+
+def load_recipe(path: str | Path, overrides: dict | None = None) -> dict:
+    path = Path(path)
+    if not path.exists():
+        bundled = Path(__file__).resolve().parent.parent / "recipes" / f"{path.stem}.yaml"
+        if not bundled.exists():
+            raise RecipeError(f"{path}: no such recipe")
+        path = bundled
+    recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("stages"), list):
+        raise RecipeError(f"{path}: a recipe is a mapping with a 'stages' list")
+    recipe["_file"] = str(path)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            recipe[key] = value
+    return recipe
+
+
+class Pipeline:
+    def __init__(self, recipe: dict):
+        self.recipe = recipe
+        self.out = Path(recipe.get("output_dir", "runs/recipe"))
+        self.base = recipe.get("model", "smollm2-135m-instruct")
+        self.results: dict[str, dict] = {}
+
+    def model_path(self, ref: str | None) -> str:
+        """``stage:NAME`` → that stage's saved model; ``base``/None → the recipe's model."""
+        if ref in (None, "base"):
+            return self.base
+        if isinstance(ref, str) and ref.startswith("stage:"):
+            return str(self.out / ref.split(":", 1)[1] / "model")
+        return ref
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        for stage in self.recipe["stages"]:
+            stage = dict(stage)
+            name, method = stage.pop("name", None), stage.pop("method", None)
+            if not name or not method:
+                raise RecipeError(f"{self.recipe['_file']}: every stage needs a name and a method: {stage}")
+            log.info("stage %s (%s)", name, method)
+            if method in TRAINERS:
+                self.results[name] = self.train(name, method, stage)
+            elif method == "eval":
+                self.results[name] = self.evaluate(name, stage)
+            elif method == "report":
+                self.results[name] = self.report(stage)
+            else:
+                raise RecipeError(f"{self.recipe['_file']}: stage {name!r}: unknown method {method!r}")
+        summary = self.summary()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return self.out
+
+    def train(self, name: str, method: str, fields: dict) -> dict:
+        import importlib
+
+        from alignkit.train.config import ConfigError
+
+        module, config_name, runner = TRAINERS[method]
+        module = importlib.import_module(module)
+        values = {**self.recipe.get("defaults", {}), **fields}
+        values["model"] = self.model_path(values.get("model"))
+        values["output_dir"] = str(self.out / name)
+        try:
+            cfg = getattr(module, config_name)(**values)
+        except Exception as exc:  # pydantic's ValidationError, reported with the stage
+            raise RecipeError(f"{self.recipe['_file']}: stage {name!r}: {exc}") from None
+        return getattr(module, runner)(cfg) | {"config": cfg.model_dump()}
+
+    def evaluate(self, name: str, fields: dict) -> dict:
+        from alignkit.eval.stage import run_eval_stage
+
+        return run_eval_stage(self, name, fields)
+
+    def report(self, fields: dict) -> dict:
+        from alignkit.eval.report import write_report
+        from alignkit.train.logger import read_metrics
+
+        evals = [r for r in self.results.values() if "eval_results" in r]
+        if not evals:
+            raise RecipeError(f"{self.recipe['_file']}: a report stage needs an eval stage before it")
+        last = evals[-1]
+        curve_stage = fields.get("curves", last["policies"][0])
+        rows = read_metrics(self.out / curve_stage / "metrics.jsonl")
+        path = write_report(self.out, metrics_rows=rows, eval_results=last["eval_results"][last["policies"][0]],
+                            ablation=last.get("ablation"), title=self.recipe.get("name", "alignkit report"))
+        return {"report": str(path)}
+
+    def summary(self) -> dict:
+        """The numbers a user checks first: win rate with its interval, held-out accuracy."""
+        summary: dict = {"recipe": self.recipe.get("name"), "output_dir": str(self.out)}
+        for name, result in self.results.items():
+            if "eval_results" in result:
+                first = result["eval_results"][result["policies"][0]]
+                summary.update(win_rate=first["win_rate"], kl=first.get("kl"), length=first.get("length"))
+                if result.get("ablation"):
+                    summary["ablation"] = result["ablation"]
+            elif "eval" in result and result["eval"]:
+                for key in ("eval/rewards/accuracies", "eval/accuracy"):
+                    if key in result["eval"]:
+                        summary.setdefault("heldout_accuracy", {})[name] = result["eval"][key]
+            if "report" in result:
+                summary["report"] = result["report"]
+        return summary
+
+
+def run_recipe(path: str | Path, **overrides) -> Path:
+    return Pipeline(load_recipe(path, overrides)).run()

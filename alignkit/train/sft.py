@@ -1,0 +1,67 @@
+"""Supervised fine-tuning on demonstrations: cross-entropy on response tokens only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from alignkit.losses import sft_loss
+from alignkit.models.logprobs import response_token_logps
+from alignkit.train.collate import to_device, collate_completions
+from alignkit.train.config import RunConfig
+from alignkit.train.setup import load_encoded, prepare_model, save_run_model
+
+
+class SFTConfig(RunConfig):
+    """A supervised fine-tuning run."""
+
+    lr: float = Field(2e-5, gt=0)
+    """Peak learning rate."""
+
+
+@dataclass
+class SFTMethod:
+    cfg: SFTConfig
+    model: torch.nn.Module
+    tokenizer: object
+    train_items: list
+    eval_items: list = field(default_factory=list)
+
+    def collate(self, items) -> dict:
+        return to_device(collate_completions(items, self.tokenizer.pad_token_id), self.model.device)
+
+    def loss(self, batch):
+        token_logps = response_token_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        loss, metrics = sft_loss(token_logps=token_logps, response_mask=batch["response_mask"])
+        return loss, {k: float(v) for k, v in metrics.items()}
+
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_items:
+            return {}
+        # Token-weighted: every held-out response token counts once, whatever the batching.
+        nll, tokens = 0.0, 0
+        for start in range(0, len(self.eval_items), 8):
+            batch = self.collate(self.eval_items[start : start + 8])
+            token_logps = response_token_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            nll -= token_logps.sum().item()
+            tokens += int(batch["response_mask"][:, 1:].sum())
+        return {"loss": nll / max(tokens, 1)}
+
+    def save(self, directory: Path) -> None:
+        save_run_model(self.model, self.tokenizer, directory, self.cfg)
+
+
+def build_sft(cfg: SFTConfig) -> SFTMethod:
+    model, tokenizer = prepare_model(cfg)
+    train = load_encoded(cfg.data, "sft", tokenizer, cfg)
+    evaluation = load_encoded(cfg.eval_data, "sft", tokenizer, cfg) if cfg.eval_data else []
+    return SFTMethod(cfg, model, tokenizer, train, evaluation)
+
+
+def run_sft(cfg: SFTConfig) -> dict:
+    from alignkit.train.loop import fit
+
+    return fit(build_sft(cfg), cfg)
