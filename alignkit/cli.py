@@ -105,7 +105,7 @@ def data_inspect(path: str, n: int, kind: str, model: str) -> None:
 
 @app.command()
 @train_options
-@click.option("--loss", type=click.Choice(["dpo", "ipo", "cdpo", "hinge", "rpo", "simpo", "orpo"]), help="Preference objective.")
+@click.option("--loss", help="Preference objective: dpo, ipo, cdpo, rdpo, hinge, rpo, simpo or orpo.")
 @click.option("--beta", type=float, help="Strength of the KL / implicit-reward scale.")
 @click.option("--reference", type=click.Choice(["auto", "copy", "adapter", "precompute"]), help="How reference log-probs are obtained.")
 def dpo(config_file, **flags) -> None:
@@ -152,9 +152,11 @@ def kto(config_file, **flags) -> None:
 @click.argument("recipe")
 @click.option("--output-dir", help="Override the recipe's output_dir.")
 @click.option("--model", help="Override the recipe's base model.")
-def run_recipe_command(recipe: str, output_dir: str | None, model: str | None) -> None:
+@click.option("--data", help="Override the recipe's training data (every stage that does not name its own).")
+@click.option("--eval-data", help="Override the recipe's held-out data / eval prompts.")
+def run_recipe_command(recipe: str, **overrides) -> None:
     """Run a YAML pipeline (a path, or the name of a bundled recipe in recipes/)."""
-    _run_recipe(recipe, output_dir=output_dir, model=model)
+    _run_recipe(recipe, **overrides)
 
 
 @app.command()

@@ -4,7 +4,9 @@ A recipe names a base ``model``, an ``output_dir`` and a list of ``stages``. Eac
 ``name`` (its directory under output_dir) and a ``method``: ``sft``, ``rm``, ``dpo``, ``kto``
 (training: any field of that method's config), ``eval`` or ``report``. A model field may say
 ``stage:NAME`` for the model a previous stage trained, or ``base`` for the recipe's model.
-``defaults`` apply to every training stage. See recipes/*.yaml.
+``defaults`` apply to every training stage, and a recipe-level ``data`` / ``eval_data`` is
+what stages (and eval prompts) use unless they name their own — so ``alignkit run RECIPE
+--data FILE`` points a whole pipeline at other data. See recipes/*.yaml.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ class Pipeline:
 
         module, config_name, runner = TRAINERS[method]
         module = importlib.import_module(module)
-        values = {**self.recipe.get("defaults", {}), **fields}
+        shared = {k: self.recipe[k] for k in ("data", "eval_data") if self.recipe.get(k)}
+        values = {**shared, **self.recipe.get("defaults", {}), **fields}
         values["model"] = self.model_path(values.get("model"))
         values["output_dir"] = str(self.out / name)
         try:

@@ -428,7 +428,8 @@ def test_rloo_advantages_match_trl_rloo():
 def test_parity_fixture_is_not_degenerate(dpo_batch):
     # Guard: the random batch exercises both signs of the DPO margin and unequal response lengths.
     a = dpo_batch.available
-    margins = (a["policy_chosen_logps"] - a["ref_chosen_logps"]) - (a["policy_rejected_logps"] - a["ref_rejected_logps"])
+    chosen_logratios = a["policy_chosen_logps"] - a["ref_chosen_logps"]
+    margins = chosen_logratios - (a["policy_rejected_logps"] - a["ref_rejected_logps"])
     assert (margins > 0).any() and (margins < 0).any()
     assert len(set(a["chosen_lengths"].tolist())) > 1
     assert math.isfinite(float(F.logsigmoid(margins).sum()))

@@ -46,7 +46,8 @@ def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
     out = pipeline.out / name
     out.mkdir(parents=True, exist_ok=True)
     policies = fields.get("policies") or [fields["policy"]]
-    prompts, tags = load_prompts(fields.get("prompts", "hhh:test"), fields.get("limit"))
+    spec = fields.get("prompts") or pipeline.recipe.get("eval_data") or "hhh:test"
+    prompts, tags = load_prompts(spec, fields.get("limit"))
     judge = load_judge(pipeline.model_path(fields["judge"])) if fields.get("judge") else None
     base_path = pipeline.model_path(fields.get("baseline", "base"))
     tokenizer = load_tokenizer(base_path)
@@ -59,6 +60,8 @@ def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
         results[stage_name] = evaluate_policy(
             policy, base, tokenizer, prompts, judge=judge, prompt_tags=tags,
             max_new_tokens=fields.get("max_new_tokens", 128), progress=True,
+            # Decoding a 135M model on CPU is per-step overhead bound: wide batches amortise it.
+            batch_size=fields.get("batch_size", 32),
         )
         trained = pipeline.results.get(stage_name, {}).get("config", {})
         ablation.append({

@@ -23,6 +23,9 @@ class RewardModelJudge:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        # A pointwise model gives the same r(x, y) whichever side y is shown on, and evaluation
+        # asks for both orders and then the mean reward: score each conversation once.
+        self._cache: dict[tuple[int, ...], float] = {}
 
     @torch.no_grad()
     def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:
@@ -32,20 +35,20 @@ class RewardModelJudge:
 
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        sequences = [encode_conversation(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
+        sequences = [tuple(encode_conversation(self.tokenizer, p, r)) for p, r in zip(prompts, responses)]
+        todo = sorted({s for s in sequences if s not in self._cache}, key=len)  # sorted: less padding
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
-        scores: list[float] = []
         try:
-            for start in range(0, len(sequences), self.batch_size):
-                chunk = sequences[start : start + self.batch_size]
-                batch = pad_sequences(chunk, [0] * len(chunk), self.tokenizer.pad_token_id)  # right-padded
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start : start + self.batch_size]
+                batch = pad_sequences([list(c) for c in chunk], [0] * len(chunk), self.tokenizer.pad_token_id)
                 rewards = sequence_scores(self.model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
-                scores.extend(rewards.tolist())
+                self._cache.update(zip(chunk, rewards.tolist()))
         finally:
             self.model.train(was_training)
-        return scores
+        return [self._cache[s] for s in sequences]
 
     def judge(self, prompts: list[list[dict]], responses_a: list[str], responses_b: list[str]) -> list[float]:
         check_lengths(prompts, responses_a, responses_b)

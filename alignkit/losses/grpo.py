@@ -51,7 +51,7 @@ def group_advantages(
 
 
 def rloo_advantages(rewards: torch.Tensor, *, group_size: int) -> torch.Tensor:
-    """REINFORCE leave-one-out advantages (Ahmadian et al. 2024, "Back to Basics", Eq. 6; Kool et al. 2019).
+    """REINFORCE leave-one-out advantages (Ahmadian et al. 2024, "Back to Basics"; Kool et al. 2019).
 
     A_i = r_i - (1/(G-1)) Σ_{j≠i} r_j
 

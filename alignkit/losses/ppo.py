@@ -166,7 +166,7 @@ class FixedKLController:
 
 @dataclass
 class AdaptiveKLController:
-    """Proportional controller steering the observed KL towards a target (Ziegler et al. 2019, Eq. 2).
+    """Proportional controller steering the observed KL towards a target (Ziegler et al. 2019, §2.2).
 
     e = clip(KL / target - 1, -0.2, 0.2),   β ← β·(1 + e·n_steps / horizon)
     """

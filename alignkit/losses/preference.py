@@ -45,7 +45,9 @@ Tensor = torch.Tensor
 Metrics = dict[str, Tensor]
 
 
-def _paired_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor, chosen_logps: Tensor, rejected_logps: Tensor) -> Metrics:
+def _paired_metrics(
+    chosen_rewards: Tensor, rejected_rewards: Tensor, chosen_logps: Tensor, rejected_logps: Tensor
+) -> Metrics:
     """TRL's logged statistics: batch means of the (implicit) rewards and of the log-probs."""
     chosen_rewards, rejected_rewards = chosen_rewards.detach(), rejected_rewards.detach()
     return {
@@ -67,7 +69,9 @@ def _dpo_parts(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref
     """Log-ratios, implicit rewards β·log(π/π_ref) [B] and the DPO logit β·Δ [B]."""
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
-    metrics = _paired_metrics(beta * chosen_logratios, beta * rejected_logratios, policy_chosen_logps, policy_rejected_logps)
+    metrics = _paired_metrics(
+        beta * chosen_logratios, beta * rejected_logratios, policy_chosen_logps, policy_rejected_logps
+    )
     return chosen_logratios, rejected_logratios, beta * (chosen_logratios - rejected_logratios), metrics
 
 
@@ -80,7 +84,9 @@ def dpo_loss(*, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_
     Shapes: all log-probs ``[B]`` sums over response tokens -> losses ``[B]``.
     Implicit rewards (metrics): β·(log π - log π_ref) of each response.
     """
-    _, _, logits, metrics = _dpo_parts(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    _, _, logits, metrics = _dpo_parts(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
+    )
     return -F.logsigmoid(logits), metrics
 
 
@@ -95,13 +101,15 @@ def cdpo_loss(*, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref
     ``"sigmoid"`` loss ignores it and ``"robust"`` is a different loss (:func:`rdpo_loss`). The same cDPO
     expression is TRL 1.16's CPO ``"sigmoid"`` loss applied to log-ratios, which is what our parity test runs.
     """
-    _, _, logits, metrics = _dpo_parts(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    _, _, logits, metrics = _dpo_parts(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
+    )
     return -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits), metrics
 
 
 def rdpo_loss(*, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor,
               ref_rejected_logps: Tensor, beta: float, label_smoothing: float) -> tuple[Tensor, Metrics]:
-    """Robust DPO (Chowdhury et al. 2024, "Provably Robust DPO", Eq. 8). TRL ``loss_type="robust"``.
+    """Robust DPO (Chowdhury et al. 2024, "Provably Robust DPO"). TRL ``loss_type="robust"``.
 
     loss_i = [-(1 - ε)·log σ(β·Δ_i) + ε·log σ(-β·Δ_i)] / (1 - 2ε),   0 ≤ ε < 1/2 the flip rate.
 
@@ -110,8 +118,11 @@ def rdpo_loss(*, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref
     """
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"rdpo needs 0 <= label_smoothing < 0.5, got {label_smoothing}")
-    _, _, logits, metrics = _dpo_parts(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
-    losses = (-(1 - label_smoothing) * F.logsigmoid(logits) + label_smoothing * F.logsigmoid(-logits)) / (1 - 2 * label_smoothing)
+    _, _, logits, metrics = _dpo_parts(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
+    )
+    flipped = label_smoothing * F.logsigmoid(-logits)
+    losses = (-(1 - label_smoothing) * F.logsigmoid(logits) + flipped) / (1 - 2 * label_smoothing)
     return losses, metrics
 
 
@@ -135,7 +146,7 @@ def ipo_loss(*, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_
 
 def hinge_loss(*, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor,
                ref_rejected_logps: Tensor, beta: float) -> tuple[Tensor, Metrics]:
-    """Hinge / SLiC calibration loss (Zhao et al. 2023, SLiC-HF Eq. 1), TRL ``loss_type="hinge"``.
+    """Hinge / SLiC calibration loss (Zhao et al. 2023, SLiC-HF), TRL ``loss_type="hinge"``.
 
     loss_i = max(0, 1 - β·Δ_i),   Δ_i = chosen log-ratio - rejected log-ratio.
 
@@ -143,14 +154,16 @@ def hinge_loss(*, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, re
     DPO's reading (Rafailov et al. 2023, §6): log-ratios against the reference and margin δ = 1/β
     (β·max(0, 1/β - Δ) = max(0, 1 - β·Δ)). Shapes: ``[B]`` -> ``[B]``.
     """
-    _, _, logits, metrics = _dpo_parts(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    _, _, logits, metrics = _dpo_parts(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta
+    )
     return torch.relu(1 - logits), metrics
 
 
 def rpo_loss(*, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor,
              ref_rejected_logps: Tensor, chosen_nll: Tensor, beta: float, rpo_alpha: float) -> tuple[Tensor, Metrics]:
     """RPO: DPO plus an NLL term on the chosen response (Pang et al. 2024, "Iterative Reasoning
-    Preference Optimization", Eq. 3).
+    Preference Optimization").
 
     loss_i = -log σ(β·Δ_i) + α · NLL_chosen
 
@@ -160,8 +173,10 @@ def rpo_loss(*, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_
     so ``losses.mean()`` equals TRL's loss. Shapes: ``[B]`` -> ``[B]``.
     """
     chosen_nll = torch.as_tensor(chosen_nll, dtype=policy_chosen_logps.dtype, device=policy_chosen_logps.device)
-    losses, metrics = dpo_loss(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
-                               ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps, beta=beta)
+    losses, metrics = dpo_loss(
+        policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps, beta=beta,
+    )
     metrics["nll_loss"] = chosen_nll.detach().mean()
     return losses + rpo_alpha * chosen_nll, metrics
 

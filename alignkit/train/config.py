@@ -50,6 +50,8 @@ class RunConfig(BaseModel):
     """Prompt + response tokens kept per sequence (the prompt's end is kept when cutting)."""
     max_prompt_length: int | None = None
     """Prompt tokens kept (default: half of max_length)."""
+    max_examples: int | None = Field(None, ge=1)
+    """Train on a seeded random sample of this many examples (None: all)."""
     skip_invalid: bool = False
     """Skip malformed rows (counted and written to a rejects file) instead of stopping."""
     eval_every: int | None = Field(None, ge=1)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from alignkit.losses import PREFERENCE_LOSSES, call_preference_loss
 from alignkit.train.collate import to_device
@@ -21,7 +21,7 @@ from alignkit.train.config import RunConfig
 from alignkit.train.eval_loop import mean_loss_metrics
 from alignkit.train.packing import pack_pairs, packed_pair_logps
 from alignkit.train.reference import Reference, stack_cached
-from alignkit.train.setup import load_pairs, prepare_model, save_run_model
+from alignkit.train.setup import load_pairs, prepare_model, sample_examples, save_run_model
 
 
 class DPOConfig(RunConfig):
@@ -29,8 +29,8 @@ class DPOConfig(RunConfig):
 
     lr: float = Field(5e-6, gt=0)
     """Peak learning rate (DPO paper: 5e-7 to 5e-6 for full fine-tunes; raise it for LoRA)."""
-    loss: Literal["dpo", "ipo", "cdpo", "hinge", "rpo", "simpo", "orpo"] = "dpo"
-    """Preference objective, from alignkit.losses.PREFERENCE_LOSSES."""
+    loss: str = "dpo"
+    """Preference objective: a name in alignkit.losses.PREFERENCE_LOSSES."""
     beta: float = Field(0.1, gt=0)
     """β: inverse temperature of the implicit reward (SimPO's paper uses 2.0-2.5)."""
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
@@ -43,6 +43,13 @@ class DPOConfig(RunConfig):
     """ORPO: weight λ of the odds-ratio term."""
     reference: Literal["auto", "copy", "adapter", "precompute"] = "auto"
     """How reference log-probs are obtained (ignored by reference-free losses)."""
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        if name not in PREFERENCE_LOSSES:
+            raise ValueError(f"unknown loss {name!r}; choose from {sorted(PREFERENCE_LOSSES)}")
+        return name
 
 
 @dataclass
@@ -65,7 +72,12 @@ class DPOMethod:
         if self.spec.needs_reference:
             self.reference = Reference(self.cfg.reference, self.model, self.score)
             for items in (self.train_items, self.eval_items):
-                self.reference.precompute(items, self.collate)
+                self.reference.precompute(sorted(items, key=self.length), self.collate)  # sorted: less padding
+
+    @staticmethod
+    def length(item: PairItem) -> int:
+        """Tokens in the packed row of a pair (for length-grouped batches)."""
+        return len(item.pair.prompt_ids) + len(item.pair.chosen_ids) + len(item.pair.rejected_ids)
 
     def collate(self, items: list[PairItem]) -> dict:
         batch = pack_pairs([it.pair for it in items], self.tokenizer.pad_token_id)
@@ -108,7 +120,7 @@ class DPOMethod:
 
 def build_dpo(cfg: DPOConfig) -> DPOMethod:
     model, tokenizer = prepare_model(cfg)
-    train = [PairItem(p) for p in load_pairs(cfg.data, tokenizer, cfg)]
+    train = [PairItem(p) for p in sample_examples(load_pairs(cfg.data, tokenizer, cfg), cfg)]
     evaluation = [PairItem(p) for p in load_pairs(cfg.eval_data, tokenizer, cfg)] if cfg.eval_data else []
     return DPOMethod(cfg, model, tokenizer, train, evaluation)
 

@@ -7,6 +7,8 @@ def mean_loss_metrics(method, items: list, batch_size: int = 8) -> dict[str, flo
     """Average ``method.loss`` and its metrics over ``items`` (each example counts once)."""
     if not items:
         return {}
+    if hasattr(method, "length"):
+        items = sorted(items, key=method.length)  # similar lengths per batch: less padding, same averages
     totals: dict[str, float] = {}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]

@@ -16,11 +16,11 @@ from pydantic import Field
 
 from alignkit.losses import kto_kl_reference, kto_loss
 from alignkit.models.logprobs import sequence_logps
-from alignkit.train.collate import to_device, pad_sequences
+from alignkit.train.collate import pad_sequences, to_device
 from alignkit.train.config import RunConfig
 from alignkit.train.eval_loop import mean_loss_metrics
 from alignkit.train.reference import Reference, stack_cached
-from alignkit.train.setup import load_encoded, prepare_model, save_run_model
+from alignkit.train.setup import load_encoded, prepare_model, sample_examples, save_run_model
 
 
 class KTOConfig(RunConfig):
@@ -108,7 +108,7 @@ class KTOMethod:
 
 def build_kto(cfg: KTOConfig) -> KTOMethod:
     model, tokenizer = prepare_model(cfg)
-    train = pair_for_kl(load_encoded(cfg.data, "binary", tokenizer, cfg))
+    train = pair_for_kl(sample_examples(load_encoded(cfg.data, "binary", tokenizer, cfg), cfg))
     evaluation = pair_for_kl(load_encoded(cfg.eval_data, "binary", tokenizer, cfg)) if cfg.eval_data else []
     return KTOMethod(cfg, model, tokenizer, train, evaluation)
 

@@ -71,20 +71,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_order(n_items: int, epoch: int, seed: int) -> list[int]:
-    """A fixed permutation per (seed, epoch), so resume and every process agree on the order."""
+def epoch_order(n_items: int, epoch: int, seed: int, *, lengths: list[int] | None = None, batch_size: int = 1,
+                window: int = 16) -> list[int]:
+    """A fixed permutation per (seed, epoch), so resume and every process agree on the order.
+
+    With ``lengths``, batches are length-grouped: inside each window of ``window`` batches the
+    examples are sorted by length and cut into batches, then all full batches are shuffled. A
+    batch then pads to a similar length instead of the longest of a random draw.
+    """
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n_items, generator=generator).tolist()
+    order = torch.randperm(n_items, generator=generator).tolist()
+    if lengths is None or batch_size == 1:
+        return order
+    batches, leftover = [], []
+    for start in range(0, n_items, window * batch_size):
+        chunk = sorted(order[start : start + window * batch_size], key=lengths.__getitem__)
+        for b in range(0, len(chunk), batch_size):
+            (batches if len(chunk) - b >= batch_size else leftover).append(chunk[b : b + batch_size])
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [i for b in shuffled for i in batches[b]] + [i for part in leftover for i in part]
 
 
-def micro_batches(items: Sequence, step: int, cfg: RunConfig, topo: Topology, steps_per_epoch: int) -> list[list]:
+def micro_batches(items: Sequence, step: int, cfg: RunConfig, topo: Topology, steps_per_epoch: int,
+                  lengths: list[int] | None = None) -> list[list]:
     """This process's micro-batches for optimizer step ``step`` (0-based).
 
     The global batch is ``cfg.batch_size`` examples; process r takes the r-th contiguous slice
     and splits it into ``cfg.grad_accum`` micro-batches.
     """
     epoch, position = divmod(step, steps_per_epoch)
-    order = epoch_order(len(items), epoch, cfg.seed)
+    order = epoch_order(len(items), epoch, cfg.seed, lengths=lengths, batch_size=cfg.batch_size)
     global_ids = order[position * cfg.batch_size : (position + 1) * cfg.batch_size]
     per_rank = len(global_ids) // topo.world
     mine = global_ids[topo.rank * per_rank : (topo.rank + 1) * per_rank]
@@ -142,6 +158,8 @@ def fit(method: Method, cfg: RunConfig) -> dict:
         raise ValueError(f"batch_size={cfg.batch_size} must divide into {topo.world} processes × {cfg.grad_accum} micro-batches")
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
+    # Methods may say how long each example is (tokens) so batches can be length-grouped.
+    lengths = [method.length(item) for item in method.train_items] if hasattr(method, "length") else None
     params = [p for p in method.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg, total_steps)
     ckpt_root = out / "checkpoints"
@@ -162,7 +180,7 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     t0 = time.time()
     for step in range(start, total_steps):
         sums: dict[str, float] = {}
-        for batch_items in micro_batches(method.train_items, step, cfg, topo, steps_per_epoch):
+        for batch_items in micro_batches(method.train_items, step, cfg, topo, steps_per_epoch, lengths):
             loss, metrics = method.loss(method.collate(batch_items))
             if not torch.isfinite(loss):
                 optimizer.zero_grad(set_to_none=True)

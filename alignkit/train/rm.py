@@ -15,11 +15,11 @@ from pydantic import Field
 
 from alignkit.losses import bradley_terry_loss
 from alignkit.models.heads import load_scalar_model, sequence_scores
-from alignkit.train.collate import to_device, collate_pairs
+from alignkit.train.collate import collate_pairs, to_device
 from alignkit.train.config import RunConfig
 from alignkit.train.eval_loop import mean_loss_metrics
 from alignkit.train.lora import apply_lora
-from alignkit.train.setup import load_pairs, save_run_model
+from alignkit.train.setup import load_pairs, sample_examples, save_run_model, train_only_last_layers
 
 
 class RMConfig(RunConfig):
@@ -33,6 +33,8 @@ class RMConfig(RunConfig):
     """Reward-centering coefficient (Eisenstein et al. 2023); 0 disables it."""
     ensemble: int = Field(1, ge=1)
     """Train this many members with consecutive seeds."""
+    trainable_layers: int | None = Field(None, ge=1)
+    """Train only the last N decoder layers and the score head (a fast judge); None trains all."""
 
 
 @dataclass
@@ -42,6 +44,11 @@ class RewardModelMethod:
     tokenizer: object
     train_items: list
     eval_items: list = field(default_factory=list)
+
+    @staticmethod
+    def length(item) -> int:
+        """Tokens of the longer of the two rows (for length-grouped batches)."""
+        return len(item.prompt_ids) + max(len(item.chosen_ids), len(item.rejected_ids))
 
     def collate(self, items) -> dict:
         batch = collate_pairs(items, self.tokenizer.pad_token_id)
@@ -69,9 +76,11 @@ class RewardModelMethod:
 def build_rm(cfg: RMConfig) -> RewardModelMethod:
     torch.manual_seed(cfg.seed)  # the score head's initialisation depends on the seed
     model, tokenizer = load_scalar_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if cfg.trainable_layers:
+        train_only_last_layers(model, cfg.trainable_layers)
     if cfg.lora_r:
         model = apply_lora(model, cfg, task_type="SEQ_CLS")  # SEQ_CLS keeps the score head trainable
-    train = load_pairs(cfg.data, tokenizer, cfg)
+    train = sample_examples(load_pairs(cfg.data, tokenizer, cfg), cfg)
     evaluation = load_pairs(cfg.eval_data, tokenizer, cfg) if cfg.eval_data else []
     return RewardModelMethod(cfg, model, tokenizer, train, evaluation)
 

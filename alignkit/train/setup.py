@@ -33,16 +33,49 @@ def data_files(spec: str) -> list[str]:
     return [str(f) for f in files] if files is not None else [spec]
 
 
-def read_kind(spec: str, kind: str, cfg: RunConfig) -> list:
-    from alignkit.data import read_records
+def hub_loaders() -> dict:
+    """Hub datasets with a known schema, addressable as ``HUB_ID[:split]`` (needs the hub or its cache)."""
+    from alignkit.data import adapters
 
+    return {adapters.ULTRAFEEDBACK_ID: adapters.load_ultrafeedback_binarized, adapters.HH_RLHF_ID: adapters.load_hh_rlhf}
+
+
+def read_kind(spec: str, kind: str, cfg: RunConfig) -> list:
+    """Records of ``kind`` from a file, a bundled dataset, or a known hub dataset.
+
+    SFT on preference data trains on the chosen responses (the DPO lab's warm-up).
+    """
+    from alignkit.data import PreferencePair, SFTExample, read_records
+
+    hub_id, _, split = spec.partition(":")
+    if hub_id in hub_loaders():
+        results = [hub_loaders()[hub_id](split, skip_invalid=cfg.skip_invalid) if split else hub_loaders()[hub_id](skip_invalid=cfg.skip_invalid)]
+    else:
+        results = [read_records(path, "preference" if kind == "sft" and _is_pairs(path) else kind,
+                                skip_invalid=cfg.skip_invalid) for path in data_files(spec)]
     records = []
-    for path in data_files(spec):
-        result = read_records(path, kind, skip_invalid=cfg.skip_invalid)
+    for result in results:
         if result.n_invalid:
-            log.warning("%s: skipped %d invalid rows (written to %s)", path, result.n_invalid, result.rejects_path)
+            log.warning("skipped %d invalid rows (written to %s)", result.n_invalid, result.rejects_path)
         records.extend(result.records)
+    if kind == "sft":
+        records = [SFTExample(r.prompt, r.chosen, meta=r.meta) if isinstance(r, PreferencePair) else r for r in records]
     return records
+
+
+def _is_pairs(path: str) -> bool:
+    """Whether a JSONL file's first row is a preference pair (has chosen and rejected)."""
+    import json
+
+    if not path.endswith(".jsonl"):
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and "chosen" in row and "rejected" in row
 
 
 def load_encoded(spec: str, kind: str, tokenizer, cfg: RunConfig) -> list:
@@ -62,5 +95,30 @@ def load_pairs(spec: str, tokenizer, cfg: RunConfig) -> list:
     return load_encoded(spec, "preference", tokenizer, cfg)
 
 
+def sample_examples(items: list, cfg: RunConfig) -> list:
+    """A seeded random subset of ``cfg.max_examples`` items (all of them when unset or larger)."""
+    if cfg.max_examples is None or cfg.max_examples >= len(items):
+        return items
+    generator = torch.Generator().manual_seed(cfg.seed)
+    keep = torch.randperm(len(items), generator=generator)[: cfg.max_examples].sort().values
+    log.info("training on a sample of %d of %d examples", cfg.max_examples, len(items))
+    return [items[i] for i in keep.tolist()]
+
+
 def save_run_model(model, tokenizer, directory: Path, cfg: RunConfig) -> None:
     save_model(model, tokenizer, directory, merge=cfg.merge_lora)
+
+
+def train_only_last_layers(model: torch.nn.Module, n_layers: int) -> None:
+    """Freeze everything but the last ``n_layers`` decoder layers, the final norm and any head
+    that is not the (tied) input embedding — backward then stops after those layers."""
+    from alignkit.models.logprobs import _unwrap
+
+    base = _unwrap(model)
+    trunk = getattr(base, base.base_model_prefix)
+    base.requires_grad_(False)
+    for module in [*trunk.layers[-n_layers:], trunk.norm]:
+        module.requires_grad_(True)
+    for name, module in base.named_children():
+        if module is not trunk and name != "lm_head":
+            module.requires_grad_(True)  # e.g. the reward model's score head

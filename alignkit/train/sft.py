@@ -10,9 +10,9 @@ from pydantic import Field
 
 from alignkit.losses import sft_loss
 from alignkit.models.logprobs import response_token_logps
-from alignkit.train.collate import to_device, collate_completions
+from alignkit.train.collate import collate_completions, to_device
 from alignkit.train.config import RunConfig
-from alignkit.train.setup import load_encoded, prepare_model, save_run_model
+from alignkit.train.setup import load_encoded, prepare_model, sample_examples, save_run_model
 
 
 class SFTConfig(RunConfig):
@@ -29,6 +29,10 @@ class SFTMethod:
     tokenizer: object
     train_items: list
     eval_items: list = field(default_factory=list)
+
+    @staticmethod
+    def length(item) -> int:
+        return len(item.prompt_ids) + len(item.completion_ids)
 
     def collate(self, items) -> dict:
         return to_device(collate_completions(items, self.tokenizer.pad_token_id), self.model.device)
@@ -56,7 +60,7 @@ class SFTMethod:
 
 def build_sft(cfg: SFTConfig) -> SFTMethod:
     model, tokenizer = prepare_model(cfg)
-    train = load_encoded(cfg.data, "sft", tokenizer, cfg)
+    train = sample_examples(load_encoded(cfg.data, "sft", tokenizer, cfg), cfg)
     evaluation = load_encoded(cfg.eval_data, "sft", tokenizer, cfg) if cfg.eval_data else []
     return SFTMethod(cfg, model, tokenizer, train, evaluation)
 

@@ -1,0 +1,72 @@
+"""The CLI and recipe pipeline end to end on a tiny model and a slice of the bundled data."""
+
+import json
+
+import yaml
+from click.testing import CliRunner
+
+from alignkit.cli import app
+
+
+def test_help_lists_commands():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("doctor", "data", "sft", "rm", "dpo", "kto", "run", "quickstart"):
+        assert command in result.output
+
+
+def test_data_inspect_shows_pairs_and_summary():
+    result = CliRunner().invoke(app, ["data", "inspect", "alignkit/datasets/hhh/helpful.train.jsonl", "--n", "2"])
+    assert result.exit_code == 0, result.output
+    assert "chosen" in result.output and "rejected" in result.output
+    assert "p90" in result.output
+
+
+def test_bad_data_is_a_clean_error(tmp_path, tiny_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\n{"prompt": "hi", "chosen": "", "rejected": "b"}\n')
+    result = CliRunner().invoke(app, ["dpo", "--model", tiny_dir, "--data", str(bad), "--output-dir", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    assert "bad.jsonl:2" in result.output and "'chosen'" in result.output
+
+
+def test_config_file_with_flag_override(tmp_path, tiny_dir):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": tiny_dir, "data": "tests/fixtures/pairs_conversational.jsonl",
+                                      "batch_size": 2, "max_steps": 5, "lr": 1e-3, "lora_r": 4}))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["dpo", "--config", str(config), "--max-steps", "1", "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["max_steps"] == 1 and resolved["lora_r"] == 4
+    assert result.output.strip().splitlines()[-1] == f"run directory: {out}"
+
+
+def test_quickstart_pipeline_on_tiny_model(tmp_path, tiny_dir):
+    recipe = yaml.safe_load(open("recipes/quickstart.yaml"))
+    recipe["model"] = tiny_dir
+    recipe["output_dir"] = str(tmp_path / "qs")
+    for stage in recipe["stages"]:
+        if stage["method"] in ("rm", "dpo"):
+            stage.update(max_examples=8, batch_size=4, epochs=1, trainable_layers=1) if stage["method"] == "rm" \
+                else stage.update(max_examples=8, batch_size=4, epochs=1)
+        if stage["method"] == "eval":
+            stage.update(limit=4, max_new_tokens=6)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "qs"
+    assert result.output.strip().splitlines()[-1] == str(out.resolve())
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"win_rate", "ci_low", "ci_high", "n"} <= set(summary["win_rate"])
+    assert summary["win_rate"]["n"] == 4
+    assert "dpo" in summary["heldout_accuracy"]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64" in html and "http://" not in html and "https://" not in html
+    evals = json.loads((out / "eval" / "eval.json").read_text())
+    assert len(evals["dpo"]["samples"]) == 4
+    for stage in ("judge", "dpo"):
+        assert json.loads((out / stage / "summary.json").read_text())["steps"] == 2
+        assert (out / stage / "metrics.jsonl").read_text().strip()
+    assert (out / "dpo" / "model" / "adapter_config.json").exists()
