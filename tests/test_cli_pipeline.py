@@ -39,7 +39,7 @@ def test_config_file_with_flag_override(tmp_path, tiny_dir):
     assert result.exit_code == 0, result.output
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["max_steps"] == 1 and resolved["lora_r"] == 4
-    assert result.output.strip().splitlines()[-1] == f"run directory: {out}"
+    assert result.stdout.strip().splitlines()[-1] == f"run directory: {out}"
 
 
 def test_quickstart_pipeline_on_tiny_model(tmp_path, tiny_dir):
@@ -57,7 +57,7 @@ def test_quickstart_pipeline_on_tiny_model(tmp_path, tiny_dir):
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 0, result.output
     out = tmp_path / "qs"
-    assert result.output.strip().splitlines()[-1] == str(out.resolve())
+    assert result.stdout.strip().splitlines()[-1] == str(out.resolve())
     summary = json.loads((out / "summary.json").read_text())
     assert {"win_rate", "ci_low", "ci_high", "n"} <= set(summary["win_rate"])
     assert summary["win_rate"]["n"] == 4

@@ -21,7 +21,9 @@ def _trl_first_step(policy, reference, tokenizer, tmp_path, beta):
     data = load_dataset("json", data_files=PAIRS, split=f"train[:{N}]").select_columns(["prompt", "chosen", "rejected"])
     args = TRLConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=N, max_steps=1, learning_rate=1e-6,
                      logging_steps=1, beta=beta, max_length=1024, report_to=[], use_cpu=True, save_strategy="no",
-                     seed=0, disable_dropout=True)
+                     seed=0, disable_dropout=True,
+                     # TRL 1.16 defaults to bf16 autocast and gradient checkpointing; the comparison is in fp32.
+                     bf16=False, gradient_checkpointing=False)
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data, processing_class=tokenizer)
     trainer.train()
     return next(row for row in trainer.state.log_history if "loss" in row)

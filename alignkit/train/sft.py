@@ -40,7 +40,7 @@ class SFTMethod:
     def loss(self, batch):
         token_logps = response_token_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
         loss, metrics = sft_loss(token_logps=token_logps, response_mask=batch["response_mask"])
-        return loss, {k: float(v) for k, v in metrics.items()}
+        return loss, {k: float(v.float().mean()) for k, v in metrics.items()}
 
     def evaluate(self) -> dict[str, float]:
         if not self.eval_items:
