@@ -117,6 +117,7 @@ def dpo(config_file, **flags) -> None:
 
 @app.command()
 @train_options
+@click.option("--packing/--no-packing", default=None, help="Pack examples into rows without padding.")
 def sft(config_file, **flags) -> None:
     """Supervised fine-tuning on demonstrations (loss on response tokens only)."""
     from alignkit.train.sft import SFTConfig, run_sft
@@ -166,14 +167,45 @@ def quickstart(output_dir: str | None) -> None:
     _run_recipe("quickstart", output_dir=output_dir, model=None)
 
 
+@app.command("eval")
+@click.option("--policy", required=True, multiple=True, help="Model(s) to evaluate: a run's model/ directory, a hub id or an alias.")
+@click.option("--baseline", default="smollm2-135m-instruct", show_default=True, help="The model each policy is compared with.")
+@click.option("--judge", help="A reward model directory (e.g. an `alignkit rm` run's model/); without one: no win rate.")
+@click.option("--prompts", default="hhh:test", show_default=True, help="Held-out prompts: a prompt or preference file, or hhh:test.")
+@click.option("--limit", type=int, help="Use only the first N prompts.")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--output-dir", default="runs/eval", show_default=True)
+def eval_command(policy, baseline, judge, prompts, limit, max_new_tokens, output_dir) -> None:
+    """Win rate (judge asked in both orders, 95% CI), KL, length drift, diversity, refusals, and a report."""
+    recipe = {
+        "name": "eval", "model": baseline, "output_dir": output_dir, "_file": "alignkit eval",
+        "stages": [
+            {"name": "eval", "method": "eval", "policies": list(policy), "judge": judge, "prompts": prompts,
+             "limit": limit, "max_new_tokens": max_new_tokens},
+            {"name": "report", "method": "report", "curves": None},
+        ],
+    }
+    _run_pipeline(recipe)
+
+
 def _run_recipe(recipe: str, **overrides) -> None:
+    from alignkit.pipeline import RecipeError, load_recipe
+
+    try:
+        loaded = load_recipe(recipe, overrides)
+    except RecipeError as exc:
+        raise click.ClickException(str(exc)) from None
+    _run_pipeline(loaded)
+
+
+def _run_pipeline(recipe: dict) -> None:
     import json
 
     from alignkit.data.errors import DataError
-    from alignkit.pipeline import RecipeError, run_recipe
+    from alignkit.pipeline import Pipeline, RecipeError
 
     try:
-        out = run_recipe(recipe, **overrides)
+        out = Pipeline(recipe).run()
     except (RecipeError, DataError) as exc:
         raise click.ClickException(str(exc)) from None
     summary = json.loads((out / "summary.json").read_text())

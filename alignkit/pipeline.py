@@ -114,7 +114,8 @@ class Pipeline:
             raise RecipeError(f"{self.recipe['_file']}: a report stage needs an eval stage before it")
         last = evals[-1]
         curve_stage = fields.get("curves", last["policies"][0])
-        rows = read_metrics(self.out / curve_stage / "metrics.jsonl")
+        metrics_file = self.out / str(curve_stage) / "metrics.jsonl"
+        rows = read_metrics(metrics_file) if curve_stage and metrics_file.exists() else []
         path = write_report(self.out, metrics_rows=rows, eval_results=last["eval_results"][last["policies"][0]],
                             ablation=last.get("ablation"), title=self.recipe.get("name", "alignkit report"))
         return {"report": str(path)}

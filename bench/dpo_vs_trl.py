@@ -75,7 +75,10 @@ def run_trl(case: str, n_pairs: int, batch: int, out: Path) -> dict:
     start = time.perf_counter()
     args = DPOConfig(output_dir=str(out / "trl"), per_device_train_batch_size=batch, num_train_epochs=1, learning_rate=5e-6,
                      logging_steps=1, beta=0.1, max_length=512, report_to=[], use_cpu=True, save_strategy="no", seed=0,
-                     precompute_ref_log_probs=precompute, disable_dropout=True, lr_scheduler_type="linear", warmup_ratio=0.1)
+                     precompute_ref_log_probs=precompute, disable_dropout=True, lr_scheduler_type="linear", warmup_steps=int(0.1 * (n_pairs // batch)),
+                     # fp32 like alignkit on CPU: TRL 1.16 defaults to bf16 autocast and gradient checkpointing,
+                     # which on a CPU without bf16 matmul units costs minutes per step and is not a fair peer.
+                     bf16=False, gradient_checkpointing=False)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(_rows(n_pairs)), processing_class=tokenizer,
                          peft_config=_lora() if lora else None)
     trainer.train()

@@ -70,3 +70,25 @@ def test_quickstart_pipeline_on_tiny_model(tmp_path, tiny_dir):
         assert json.loads((out / stage / "summary.json").read_text())["steps"] == 2
         assert (out / stage / "metrics.jsonl").read_text().strip()
     assert (out / "dpo" / "model" / "adapter_config.json").exists()
+
+
+def test_dpo_lab_runs_offline_with_overrides(tmp_path, tiny_dir):
+    """The lab as written (SFT warm-up, β 0.1 and 0.5, judge, eval vs SFT, report), shrunk."""
+    from alignkit.pipeline import Pipeline, load_recipe
+
+    recipe = load_recipe("recipes/dpo-lab.yaml", {"model": tiny_dir, "data": "hhh", "eval_data": "hhh:test",
+                                                   "output_dir": str(tmp_path / "lab")})
+    recipe["defaults"].update(max_examples=4, max_length=128)
+    for stage in recipe["stages"]:
+        if stage["method"] in ("sft", "dpo", "rm"):
+            stage.update(batch_size=2, trainable_layers=1) if stage["method"] == "rm" else stage.update(batch_size=2)
+        if stage["method"] == "eval":
+            stage.update(limit=3, max_new_tokens=4)
+    out = Pipeline(recipe).run()
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["beta"] for row in summary["ablation"]] == [0.1, 0.5]
+    assert all(row["win_rate"] is not None and row["kl"] is not None for row in summary["ablation"])
+    html = (out / "report.html").read_text()
+    assert "0.5" in html and "data:image/png;base64" in html
+    sft_config = json.loads((out / "dpo_beta0.1" / "config.json").read_text())
+    assert sft_config["model"].endswith("sft/model") and sft_config["lr"] == 5e-7

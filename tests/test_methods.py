@@ -57,6 +57,21 @@ def test_sft_loss_ignores_prompt_tokens(tmp_path, tiny_dir):
     assert loss.item() == pytest.approx((-(token * mask).sum() / mask.sum()).item(), rel=1e-5)
 
 
+def test_sft_packing_gives_the_same_loss_and_gradients(tmp_path, tiny_dir):
+    common = _common(tmp_path, tiny_dir, data=f"{FIX}/sft_messages.jsonl", max_length=256)
+    padded, packed = build_sft(SFTConfig(**common)), build_sft(SFTConfig(**common, packing=True))
+    items = padded.train_items[:4]
+    packed_batch = packed.collate(items)
+    assert packed_batch["input_ids"].shape[0] < 4  # several examples share a row
+    loss_padded, _ = padded.loss(padded.collate(items))
+    loss_packed, _ = packed.loss(packed_batch)
+    assert loss_packed.item() == pytest.approx(loss_padded.item(), abs=1e-5)
+    loss_padded.backward()
+    loss_packed.backward()
+    for (name, a), b in zip(padded.model.named_parameters(), packed.model.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+
+
 def test_reward_model_learns_and_reports_accuracy(tmp_path, tiny_dir):
     cfg = RMConfig(**_common(tmp_path, tiny_dir, data=f"{FIX}/pairs_conversational.jsonl",
                              eval_data=f"{FIX}/pairs_conversational.jsonl", max_steps=8))

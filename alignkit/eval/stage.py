@@ -30,6 +30,12 @@ def load_prompts(spec: str, limit: int | None = None) -> tuple[list[list[dict]],
     return prompts[:limit], tags[:limit]
 
 
+def run_name(path: str) -> str:
+    """A short name for a policy: the run directory for ``runs/x/model``, else the id itself."""
+    p = Path(path)
+    return p.parent.name if p.is_dir() and p.name == "model" and p.parent.name else path
+
+
 def load_judge(path: str):
     from alignkit.judges import RewardModelJudge
     from alignkit.models.heads import load_scalar_model
@@ -54,7 +60,7 @@ def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
     base = load_policy(base_path).eval()
     results, ablation = {}, []
     for ref in policies:
-        stage_name = ref.split(":", 1)[1] if ref.startswith("stage:") else ref
+        stage_name = ref.split(":", 1)[1] if ref.startswith("stage:") else run_name(ref)
         policy = load_policy(pipeline.model_path(ref)).eval()
         log.info("evaluating %s against %s on %d prompts", ref, base_path, len(prompts))
         results[stage_name] = evaluate_policy(

@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from alignkit.atomic import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +68,9 @@ def _materialise_bundled(alias: str) -> Path:
         raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
     if getattr(plain, "generation_config", None) is not None:
         plain.generation_config.pad_token_id = tokenizer.pad_token_id
-    # Write to a temp dir beside the target and rename: a kill mid-write never leaves a half cache.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:  # a kill mid-write never leaves a half cache
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

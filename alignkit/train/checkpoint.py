@@ -10,15 +10,15 @@ loading uses safetensors and ``torch.load(weights_only=True)`` only.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from alignkit.atomic import atomic_directory
 
 STATE_FILE = "trainer_state.json"
 
@@ -46,22 +46,14 @@ def _set_rng_state(state: dict) -> None:
 
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, *, keep: int = 2) -> Path:
     """Write ``root/step-{step}`` atomically and keep only the newest ``keep`` checkpoints."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.", dir=root))
-    try:
+    final = root / f"step-{step}"
+    with atomic_directory(final) as tmp:
         save_file(trainable_state(model), tmp / "trainable.safetensors")
         torch.save(
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
             tmp / "optim.pt",
         )
         (tmp / STATE_FILE).write_text(json.dumps({"step": step}))
-        final = root / f"step-{step}"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from alignkit.atomic import atomic_directory
 from alignkit.train.config import RunConfig
 
 
@@ -29,5 +30,6 @@ def save_model(model, tokenizer, directory, *, merge: bool = False) -> None:
     """Save for ``from_pretrained``: full weights, the adapter alone, or adapter merged into the base."""
     if is_peft(model) and merge:
         model = model.merge_and_unload()
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
+    with atomic_directory(directory) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)

@@ -96,3 +96,42 @@ def packed_pair_logps(model, batch: dict, *, chunk_size: int = 1024) -> tuple[to
     logps = gather_token_logps(hidden[rows, preds], targets, lm_head, chunk_size=chunk_size)
     sums = torch.zeros(2 * n, dtype=logps.dtype, device=logps.device).index_add(0, owner, logps)
     return sums, torch.cat(lengths).to(logps.dtype)
+
+
+def pack_completions(examples: list, pad_id: int, max_length: int, *, dtype: torch.dtype = torch.float32) -> dict:
+    """Padding-free SFT batches: examples (prompt_ids, completion_ids) packed first-fit into rows
+    of at most ``max_length`` tokens, each attending only within itself (block-diagonal causal
+    mask) with positions restarting at 0. Same per-token log-probs as one row per example.
+
+    Returns input_ids, position_ids, response_mask (R, T) and attention_mask (R, 1, T, T).
+    """
+    rows: list[list] = []  # each row: list of examples
+    for ex in sorted(examples, key=lambda e: -(len(e.prompt_ids) + len(e.completion_ids))):
+        size = len(ex.prompt_ids) + len(ex.completion_ids)
+        for row in rows:
+            if sum(len(e.prompt_ids) + len(e.completion_ids) for e in row) + size <= max_length:
+                row.append(ex)
+                break
+        else:
+            rows.append([ex])
+    width = max(sum(len(e.prompt_ids) + len(e.completion_ids) for e in row) for row in rows)
+    n = len(rows)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((n, width), dtype=torch.long)
+    response_mask = torch.zeros((n, width), dtype=torch.long)
+    segment = torch.full((n, width), -1, dtype=torch.long)  # which example of the row; -1 pad
+    for r, row in enumerate(rows):
+        at = 0
+        for k, ex in enumerate(row):
+            P, C = len(ex.prompt_ids), len(ex.completion_ids)
+            input_ids[r, at : at + P + C] = torch.tensor(ex.prompt_ids + ex.completion_ids)
+            position_ids[r, at : at + P + C] = torch.arange(P + C)
+            response_mask[r, at + P : at + P + C] = 1
+            segment[r, at : at + P + C] = k
+            at += P + C
+    index = torch.arange(width)
+    causal = index[None, :, None] >= index[None, None, :]
+    allowed = causal & (segment[:, :, None] == segment[:, None, :])  # pads form their own block
+    mask = torch.zeros((n, 1, width, width), dtype=dtype)
+    mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask, "response_mask": response_mask}

@@ -12,6 +12,7 @@ from alignkit.losses import sft_loss
 from alignkit.models.logprobs import response_token_logps
 from alignkit.train.collate import collate_completions, to_device
 from alignkit.train.config import RunConfig
+from alignkit.train.packing import pack_completions
 from alignkit.train.setup import load_encoded, prepare_model, sample_examples, save_run_model
 
 
@@ -20,6 +21,8 @@ class SFTConfig(RunConfig):
 
     lr: float = Field(2e-5, gt=0)
     """Peak learning rate."""
+    packing: bool = False
+    """Pack a micro-batch's examples into rows of up to max_length tokens (no padding, same loss)."""
 
 
 @dataclass
@@ -35,10 +38,15 @@ class SFTMethod:
         return len(item.prompt_ids) + len(item.completion_ids)
 
     def collate(self, items) -> dict:
+        if self.cfg.packing:
+            return to_device(pack_completions(items, self.tokenizer.pad_token_id, self.cfg.max_length), self.model.device)
         return to_device(collate_completions(items, self.tokenizer.pad_token_id), self.model.device)
 
     def loss(self, batch):
-        token_logps = response_token_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        token_logps = response_token_logps(
+            self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
+            position_ids=batch.get("position_ids"),
+        )
         loss, metrics = sft_loss(token_logps=token_logps, response_mask=batch["response_mask"])
         return loss, {k: float(v.float().mean()) for k, v in metrics.items()}
 
@@ -49,8 +57,10 @@ class SFTMethod:
         nll, tokens = 0.0, 0
         for start in range(0, len(self.eval_items), 8):
             batch = self.collate(self.eval_items[start : start + 8])
-            token_logps = response_token_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
-            nll -= token_logps.sum().item()
+            nll -= response_token_logps(
+                self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
+                position_ids=batch.get("position_ids"),
+            ).sum().item()
             tokens += int(batch["response_mask"][:, 1:].sum())
         return {"loss": nll / max(tokens, 1)}
 
