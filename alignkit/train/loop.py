@@ -8,6 +8,7 @@ processes, clipping, the NaN guard, schedule, checkpoints, resume, logging and p
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -71,7 +72,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def epoch_order(n_items: int, epoch: int, seed: int, *, lengths: list[int] | None = None, batch_size: int = 1,
+@functools.lru_cache(maxsize=2)  # computed once per epoch, not once per step
+def epoch_order(n_items: int, epoch: int, seed: int, *, lengths: tuple[int, ...] | None = None, batch_size: int = 1,
                 window: int = 16) -> list[int]:
     """A fixed permutation per (seed, epoch), so resume and every process agree on the order.
 
@@ -93,7 +95,7 @@ def epoch_order(n_items: int, epoch: int, seed: int, *, lengths: list[int] | Non
 
 
 def micro_batches(items: Sequence, step: int, cfg: RunConfig, topo: Topology, steps_per_epoch: int,
-                  lengths: list[int] | None = None) -> list[list]:
+                  lengths: tuple[int, ...] | None = None) -> list[list]:
     """This process's micro-batches for optimizer step ``step`` (0-based).
 
     The global batch is ``cfg.batch_size`` examples; process r takes the r-th contiguous slice
@@ -159,7 +161,7 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
 
     # Methods may say how long each example is (tokens) so batches can be length-grouped.
-    lengths = [method.length(item) for item in method.train_items] if hasattr(method, "length") else None
+    lengths = tuple(method.length(item) for item in method.train_items) if hasattr(method, "length") else None
     params = [p for p in method.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg, total_steps)
     ckpt_root = out / "checkpoints"
