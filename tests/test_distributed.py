@@ -13,16 +13,17 @@ from alignkit.train.logger import read_metrics
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(out: Path, nproc: int) -> list[float]:
+def _run(out: Path, nproc: int, *extra: str, check: bool = True) -> list[float]:
     out.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # One process takes the global batch of 4 as 2 micro-batches of 2; two processes take 2 each.
     grad_accum = 2 if nproc == 1 else 1
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-           "tests/dist_worker.py", str(out), str(grad_accum)]
+           "tests/dist_worker.py", str(out), str(grad_accum), *extra]
     if nproc == 1:
-        cmd = [sys.executable, "tests/dist_worker.py", str(out), str(grad_accum)]
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+        cmd = [sys.executable, "tests/dist_worker.py", str(out), str(grad_accum), *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0 or not check, proc.stderr.decode()[-3000:]
     return [row["loss"] for row in read_metrics(out / "metrics.jsonl") if "loss" in row]
 
 
@@ -32,3 +33,14 @@ def test_two_processes_match_one(tmp_path):
     assert len(single) == len(double) == 3
     assert double == pytest.approx(single, abs=1e-5)
     assert json.loads((tmp_path / "two" / "train.json").read_text())["loss"] == pytest.approx(single[-1], abs=1e-5)
+
+
+def test_nan_on_one_process_stops_every_process(tmp_path):
+    # Process 1's loss turns NaN at step 2. Without agreeing on it, process 0 would wait forever
+    # in the gradient all-reduce; with it, both raise before any optimizer step on bad gradients.
+    losses = _run(tmp_path / "nan", 2, "1", check=False)
+    assert len(losses) == 1  # step 1 logged, step 2 never applied
+    errors = {r: (tmp_path / "nan" / f"error-rank{r}.txt").read_text() for r in (0, 1)}
+    assert "step 2: loss is nan" in errors[1]
+    assert "step 2: non-finite loss on another process" in errors[0]
+    assert "weights untouched" in errors[0]

@@ -119,6 +119,14 @@ def _average_across_processes(values: dict[str, float], topo: Topology) -> dict[
     return {k: v / topo.world for k, v in zip(keys, t.tolist())}
 
 
+def _any_process(flag: bool, topo: Topology) -> bool:
+    if topo.world == 1:
+        return flag
+    t = torch.tensor([float(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _all_reduce_grads(params: list[torch.Tensor], topo: Topology) -> None:
     # Explicit mean of gradients over processes (what DDP does), so any forward path syncs.
     if topo.world == 1:
@@ -184,17 +192,24 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     t0 = time.time()
     for step in range(start, total_steps):
         sums: dict[str, float] = {}
+        bad_loss = None
         for batch_items in micro_batches(method.train_items, step, cfg, topo, steps_per_epoch, lengths):
             loss, metrics = method.loss(method.collate(batch_items))
             if not torch.isfinite(loss):
-                optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteLossError(
-                    f"step {step + 1}: loss is {loss.item()}; stopped before the optimizer step, "
-                    f"weights untouched (last good checkpoint: {_newest(ckpt_root)})"
-                )
+                bad_loss = loss.item()
+                break
             (loss / cfg.grad_accum).backward()
             for k, v in {"loss": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / cfg.grad_accum
+        # Every process learns of a bad loss anywhere, so all stop together instead of the
+        # others waiting forever in the gradient all-reduce.
+        if _any_process(bad_loss is not None, topo):
+            optimizer.zero_grad(set_to_none=True)
+            where = f"loss is {bad_loss}" if bad_loss is not None else "non-finite loss on another process"
+            raise NonFiniteLossError(
+                f"step {step + 1}: {where}; stopped before the optimizer step, "
+                f"weights untouched (last good checkpoint: {_newest(ckpt_root)})"
+            )
         _all_reduce_grads(params, topo)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
         if not torch.isfinite(grad_norm):
