@@ -161,3 +161,18 @@ def test_fused_optimizer_step_equals_plain_adamw(tmp_path):
     for f, p, before in zip(fused_params, plain_params, initial):
         assert torch.allclose(f, p, atol=1e-6)
         assert not torch.allclose(f, before, atol=1e-4)  # the steps moved the weights
+
+
+def test_tensorboard_receives_the_logged_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fit(_toy(), _cfg(tmp_path, max_steps=3, report_to=["tensorboard"]))
+    events = list((tmp_path / "trackers").rglob("events.out.tfevents.*"))
+    scalars = {}
+    for path in events:
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        scalars.update({tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]})
+    logged = read_metrics(tmp_path / "metrics.jsonl")
+    assert scalars["loss"] == pytest.approx([r["loss"] for r in logged], rel=1e-6)
+    assert scalars["lr"] == pytest.approx([r["lr"] for r in logged], rel=1e-6)

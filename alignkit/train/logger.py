@@ -18,7 +18,8 @@ class MetricsLogger:
         if enabled and report_to:
             from accelerate import Accelerator
 
-            self._accelerator = Accelerator(log_with=list(report_to), project_dir=str(output_dir))
+            # TensorBoard event files land in <output_dir>/trackers/<run name>/.
+            self._accelerator = Accelerator(log_with=list(report_to), project_dir=str(output_dir / "trackers"))
             self._accelerator.init_trackers(output_dir.name, config=_flat(config or {}))
 
     def log(self, metrics: dict, *, step: int) -> None:
