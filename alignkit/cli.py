@@ -26,6 +26,7 @@ TRAIN_OPTIONS = [
     click.option("--skip-invalid/--no-skip-invalid", default=None, help="Skip malformed rows into a rejects file."),
     click.option("--lora-r", type=int, help="Train a LoRA adapter of this rank."),
     click.option("--merge-lora/--no-merge-lora", default=None, help="Save the adapter merged into the base."),
+    click.option("--load-in-4bit/--no-load-in-4bit", default=None, help="QLoRA: 4-bit NF4 base under the LoRA adapter (needs bitsandbytes)."),
     click.option("--report-to", multiple=True, type=click.Choice(["tensorboard", "trackio", "mlflow", "wandb"]), help="Extra trackers."),
     click.option("--threads", type=int, help="torch CPU threads."),
 ]

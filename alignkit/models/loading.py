@@ -99,11 +99,13 @@ def load_policy(
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    load_in_4bit: bool = False,
 ):
     """A causal LM from a local HF directory, a hub id (cached or reachable) or a bundled alias.
 
     ``dtype`` defaults to bf16 on CUDA and fp32 on CPU (bf16 matmuls are slow on CPUs without
-    AVX-512). ``trust_remote_code`` stays off unless asked for.
+    AVX-512). ``trust_remote_code`` stays off unless asked for. ``load_in_4bit`` quantises the
+    linear layers to NF4 with double quantisation (QLoRA's recipe), computing in ``dtype``.
     """
     from transformers import AutoModelForCausalLM
 
@@ -122,6 +124,15 @@ def load_policy(
 
         model = AutoPeftModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code)
         return model.merge_and_unload().to(device)
+    if load_in_4bit:
+        return AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(name_or_path),
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation,
+            quantization_config=_nf4_config(dtype),
+            device_map={"": str(device)},  # quantised weights are placed while loading, never moved after
+        )
     model = AutoModelForCausalLM.from_pretrained(
         resolve_model_path(name_or_path),
         dtype=dtype,
@@ -129,3 +140,14 @@ def load_policy(
         attn_implementation=attn_implementation,
     )
     return model.to(device)
+
+
+def _nf4_config(compute_dtype: torch.dtype):
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ImportError("load_in_4bit needs bitsandbytes: pip install 'alignkit[qlora]'") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)

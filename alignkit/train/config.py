@@ -76,6 +76,8 @@ class RunConfig(BaseModel):
     """Modules that get adapters: attention and MLP projections by default."""
     merge_lora: bool = False
     """Save the merged full model instead of the adapter at the end."""
+    load_in_4bit: bool = False
+    """QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes) and train the LoRA adapter on it."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights dtype: auto = bf16 on CUDA, fp32 on CPU."""
     threads: int | None = None
@@ -87,6 +89,12 @@ class RunConfig(BaseModel):
     def _check(self):
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}")
+        if self.load_in_4bit and not self.lora_r:
+            raise ValueError("load_in_4bit trains a LoRA adapter on a frozen 4-bit base: set lora_r too")
+        if self.load_in_4bit and self.merge_lora:
+            # Merging into NF4 weights re-quantises them; the adapter applies to the full-precision base.
+            raise ValueError("merge_lora with load_in_4bit would save re-quantised weights: save the adapter "
+                             "and load it on the full-precision base (load_policy on the run's model/ does that)")
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
             raise ValueError(f"max_prompt_length={self.max_prompt_length} must be < max_length={self.max_length}")
         return self

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from alignkit.losses import bradley_terry_loss
 from alignkit.models.heads import load_scalar_model, sequence_scores
@@ -35,6 +35,13 @@ class RMConfig(RunConfig):
     """Train this many members with consecutive seeds."""
     trainable_layers: int | None = Field(None, ge=1)
     """Train only the last N decoder layers and the score head (a fast judge); None trains all."""
+
+    @field_validator("load_in_4bit")
+    @classmethod
+    def _no_4bit(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("load_in_4bit is not supported for reward models yet (sft, dpo and kto support it)")
+        return value
 
 
 @dataclass

@@ -14,12 +14,19 @@ log = logging.getLogger(__name__)
 
 
 def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
-    """(model, tokenizer) ready to train: dtype chosen, LoRA applied when ``cfg.lora_r`` is set."""
+    """(model, tokenizer) ready to train: dtype chosen, LoRA applied when ``cfg.lora_r`` is set,
+    on a 4-bit base when ``cfg.load_in_4bit`` (QLoRA)."""
     from alignkit.models import load_policy, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     torch.manual_seed(cfg.seed)
-    model = load_policy(cfg.model, dtype=None if cfg.dtype == "auto" else cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    model = load_policy(cfg.model, dtype=None if cfg.dtype == "auto" else cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                        load_in_4bit=cfg.load_in_4bit)
+    if cfg.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        # Norms and embeddings to fp32 and input gradients on, so the adapter's gradients are sound.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if cfg.lora_r:
         model = apply_lora(model, cfg, task_type=task_type)
     return model, tokenizer
