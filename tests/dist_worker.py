@@ -40,7 +40,8 @@ def main(output_dir: str, grad_accum: int, poison_rank: int = -1) -> None:
         open(f"{output_dir}/error-rank{os.environ.get('RANK', 0)}.txt", "w").write(str(e))
         dist.barrier()  # both files written before either process exits (torchrun then stops the rest)
         sys.exit(3)
-    json.dump(summary["train"], open(f"{output_dir}/train.json", "w"))
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    json.dump({**summary["train"], "world": world}, open(f"{output_dir}/train.json", "w"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A 2-process CPU run (torchrun, gloo) gives the same losses as one process on the same global batch."""
+"""A 2-process CPU run (torchrun or accelerate launch, gloo) gives the same losses as one process on the same global batch."""
 
 import json
 import os
@@ -13,26 +13,35 @@ from alignkit.train.logger import read_metrics
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(out: Path, nproc: int, *extra: str, check: bool = True) -> list[float]:
+# accelerate's --cpu runs one process; its --multi_gpu path is torch.distributed.run, which on a
+# machine without CUDA gives gloo processes on the CPU.
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"],
+    "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2", "--num_machines=1",
+                   "--mixed_precision=no", "--dynamo_backend=no"],
+}
+
+
+def _run(out: Path, nproc: int, *extra: str, check: bool = True, launcher: str = "torchrun") -> list[float]:
     out.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # One process takes the global batch of 4 as 2 micro-batches of 2; two processes take 2 each.
     grad_accum = 2 if nproc == 1 else 1
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
-           "tests/dist_worker.py", str(out), str(grad_accum), *extra]
-    if nproc == 1:
-        cmd = [sys.executable, "tests/dist_worker.py", str(out), str(grad_accum), *extra]
+    worker = ["tests/dist_worker.py", str(out), str(grad_accum), *extra]
+    cmd = [*LAUNCHERS[launcher], *worker] if nproc == 2 else [sys.executable, *worker]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=300)
     assert proc.returncode == 0 or not check, proc.stderr.decode()[-3000:]
     return [row["loss"] for row in read_metrics(out / "metrics.jsonl") if "loss" in row]
 
 
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_match_one(tmp_path, launcher):
     single = _run(tmp_path / "one", 1)
-    double = _run(tmp_path / "two", 2)
+    double = _run(tmp_path / "two", 2, launcher=launcher)
     assert len(single) == len(double) == 3
     assert double == pytest.approx(single, abs=1e-5)
-    assert json.loads((tmp_path / "two" / "train.json").read_text())["loss"] == pytest.approx(single[-1], abs=1e-5)
+    summary = json.loads((tmp_path / "two" / "train.json").read_text())
+    assert summary["world"] == 2 and summary["loss"] == pytest.approx(single[-1], abs=1e-5)
 
 
 def test_nan_on_one_process_stops_every_process(tmp_path):
