@@ -9,9 +9,11 @@ built from the same config and caches that as safetensors under ``$ALIGNKIT_HOME
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -122,7 +124,8 @@ def load_policy(
         # A LoRA run's output: the base it names plus the adapter, merged for fast inference.
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code)
+        with quiet_peft():
+            model = AutoPeftModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code)
         return model.merge_and_unload().to(device)
     if load_in_4bit:
         return AutoModelForCausalLM.from_pretrained(
@@ -151,3 +154,12 @@ def _nf4_config(compute_dtype: torch.dtype):
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=compute_dtype)
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Silence peft 0.21's call of transformers 5's deprecated ``is_gradient_checkpointing``:
+    a warning on every LoRA run that users cannot act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield

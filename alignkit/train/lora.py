@@ -1,10 +1,11 @@
-"""LoRA adapters through PEFT, for every method."""
+"""LoRA adapters through PEFT, for every method; QLoRA's 4-bit base preparation."""
 
 from __future__ import annotations
 
 import torch
 
 from alignkit.atomic import atomic_directory
+from alignkit.models.loading import quiet_peft
 from alignkit.train.config import RunConfig
 
 
@@ -19,7 +20,16 @@ def apply_lora(model: torch.nn.Module, cfg: RunConfig, *, task_type: str = "CAUS
         target_modules=list(cfg.lora_target_modules),
         task_type=task_type,
     )
-    return get_peft_model(model, config)
+    with quiet_peft():
+        return get_peft_model(model, config)
+
+
+def prepare_4bit_base(model: torch.nn.Module) -> torch.nn.Module:
+    """Norms and embeddings to fp32 and input gradients on, so an adapter on a 4-bit base trains soundly."""
+    from peft import prepare_model_for_kbit_training
+
+    with quiet_peft():
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 def is_peft(model) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from alignkit.train.config import RunConfig
-from alignkit.train.lora import apply_lora, save_model
+from alignkit.train.lora import apply_lora, prepare_4bit_base, save_model
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,7 @@ def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
     model = load_policy(cfg.model, dtype=None if cfg.dtype == "auto" else cfg.dtype, trust_remote_code=cfg.trust_remote_code,
                         load_in_4bit=cfg.load_in_4bit)
     if cfg.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
-        # Norms and embeddings to fp32 and input gradients on, so the adapter's gradients are sound.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_4bit_base(model)
     if cfg.lora_r:
         model = apply_lora(model, cfg, task_type=task_type)
     return model, tokenizer
