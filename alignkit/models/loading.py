@@ -127,22 +127,16 @@ def load_policy(
         with quiet_peft():
             model = AutoPeftModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code)
         return model.merge_and_unload().to(device)
-    if load_in_4bit:
-        return AutoModelForCausalLM.from_pretrained(
-            resolve_model_path(name_or_path),
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation,
-            quantization_config=_nf4_config(dtype),
-            device_map={"": str(device)},  # quantised weights are placed while loading, never moved after
-        )
+    # Quantised weights are placed while loading and never moved after.
+    quantised = dict(quantization_config=_nf4_config(dtype), device_map={"": str(device)}) if load_in_4bit else {}
     model = AutoModelForCausalLM.from_pretrained(
         resolve_model_path(name_or_path),
         dtype=dtype,
         trust_remote_code=trust_remote_code,
         attn_implementation=attn_implementation,
+        **quantised,
     )
-    return model.to(device)
+    return model if load_in_4bit else model.to(device)
 
 
 def _nf4_config(compute_dtype: torch.dtype):

@@ -74,7 +74,7 @@ def seed_everything(seed: int) -> None:
 
 @functools.lru_cache(maxsize=2)  # computed once per epoch, not once per step
 def epoch_order(n_items: int, epoch: int, seed: int, *, lengths: tuple[int, ...] | None = None, batch_size: int = 1,
-                window: int = 16) -> list[int]:
+                window: int = 16) -> tuple[int, ...]:
     """A fixed permutation per (seed, epoch), so resume and every process agree on the order.
 
     With ``lengths``, batches are length-grouped: inside each window of ``window`` batches the
@@ -84,14 +84,14 @@ def epoch_order(n_items: int, epoch: int, seed: int, *, lengths: tuple[int, ...]
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(n_items, generator=generator).tolist()
     if lengths is None or batch_size == 1:
-        return order
+        return tuple(order)  # immutable: the cached order is shared by every step of the epoch
     batches, leftover = [], []
     for start in range(0, n_items, window * batch_size):
         chunk = sorted(order[start : start + window * batch_size], key=lengths.__getitem__)
         for b in range(0, len(chunk), batch_size):
             (batches if len(chunk) - b >= batch_size else leftover).append(chunk[b : b + batch_size])
     shuffled = torch.randperm(len(batches), generator=generator).tolist()
-    return [i for b in shuffled for i in batches[b]] + [i for part in leftover for i in part]
+    return tuple(i for b in shuffled for i in batches[b]) + tuple(i for part in leftover for i in part)
 
 
 def micro_batches(items: Sequence, step: int, cfg: RunConfig, topo: Topology, steps_per_epoch: int,
