@@ -140,6 +140,9 @@ def test_config_errors_name_file_and_field(tmp_path):
     good.write_text("lr: 1e-4\nmax-steps: 7\n")
     cfg = load_config(RunConfig, good, max_steps=9)
     assert cfg.lr == 1e-4 and cfg.max_steps == 9  # the flag wins over the file
+    with pytest.raises(ConfigError) as cross_field:  # a check across fields names the fields in its message
+        load_config(RunConfig, good, batch_size=3, grad_accum=2)
+    assert "ok.yaml: Value error, batch_size=3 must be divisible by grad_accum=2" in str(cross_field.value)
 
 
 def test_fused_optimizer_step_equals_plain_adamw(tmp_path):

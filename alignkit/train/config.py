@@ -117,7 +117,9 @@ def load_config(cls: type[RunConfig], path: str | Path | None = None, **override
         return cls(**values)
     except ValidationError as exc:
         where = f"{path}: " if path is not None else ""
-        lines = [f"{where}field '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors()]
+        # Checks across fields have no location: their message names the fields itself.
+        lines = [f"{where}field '{'.'.join(map(str, e['loc']))}': {e['msg']}" if e["loc"] else f"{where}{e['msg']}"
+                 for e in exc.errors()]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
 
 
