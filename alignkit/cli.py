@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -57,7 +58,8 @@ def _run_training(cls, runner, config_file, flags):
         summary = runner(cfg)
     except DataError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"run directory: {cfg.output_dir}")
+    if os.environ.get("RANK", "0") == "0":  # once, not once per process under torchrun
+        click.echo(f"run directory: {cfg.output_dir}")
     return summary
 
 
