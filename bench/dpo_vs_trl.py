@@ -2,7 +2,8 @@
 
 Each (library, case) runs in its own subprocess (so peak RSS is its own), alternating libraries,
 each after a warm-up forward/backward. Timed: everything after the model is loaded — data
-preparation, reference log-probs (precomputed or per step) and one epoch of optimizer steps.
+preparation, reference log-probs (precomputed or per step), one epoch of optimizer steps and
+saving the trained model (weights or adapter).
 
     .venv/bin/python bench/dpo_vs_trl.py            # 48 pairs, batch 4, four cases
     .venv/bin/python bench/dpo_vs_trl.py --quick    # 16 pairs, fewer cases, under 10 minutes
@@ -83,6 +84,7 @@ def run_trl(case: str, n_pairs: int, batch: int, out: Path) -> dict:
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(_rows(n_pairs)), processing_class=tokenizer,
                          peft_config=_lora() if lora else None)
     trainer.train()
+    trainer.save_model(str(out / "trl" / "model"))  # alignkit's fit saves too: the same work on both sides
     elapsed = time.perf_counter() - start
     first = next(r for r in trainer.state.log_history if "loss" in r)
     return {"seconds": elapsed, "first_loss": first["loss"], "first_logps_chosen": first.get("logps/chosen")}

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/profile_dpo_step.py            # full fine-tune, 4 pairs per step
     .venv/bin/python bench/profile_dpo_step.py --lora
+    .venv/bin/python bench/profile_dpo_step.py --shapes   # operators by input shape too
 
 Runs the same pairs as ``bench/dpo_vs_trl.py`` (reference log-probs precomputed, as alignkit does
 by default), warms up with one step, then times ``--steps`` steps phase by phase and profiles
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--shapes", action="store_true", help="also break operators down by input shape")
     args = parser.parse_args()
 
     from alignkit.train.dpo import DPOConfig, DPOMethod, PairItem
@@ -61,7 +63,7 @@ def main() -> None:
     times: list[tuple[float, float, float]] = []
     for batch in batches[1:-1]:
         step(batch, times)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
         step(batches[-1], times)
 
     tokens = sum(b["input_ids"].numel() for b in batches[1:]) / len(times)
@@ -72,6 +74,9 @@ def main() -> None:
     for name, t in (("forward", fwd), ("backward", bwd), ("optimizer", opt)):
         print(f"  {name:9s} {t:6.2f} s  {t / total:5.1%}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    if args.shapes:
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30,
+                                                                 max_name_column_width=30, max_shapes_column_width=90))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,34 @@ def test_reference_modes_agree(tmp_path):
     assert torch.allclose(pre.collate(items)["ref_logps"], fly.reference.logps(fly.collate(fly.train_items[:4])), atol=1e-5)
 
 
+def test_sparse_tied_embedding_grad_equals_dense(tmp_path):
+    from alignkit.train.setup import sparse_tied_embedding_grad
+
+    dense, sparse = _method(tmp_path / "d"), _method(tmp_path / "s")
+    assert sparse_tied_embedding_grad(sparse.model)
+    assert sparse.model.get_input_embeddings().sparse and not dense.model.get_input_embeddings().sparse
+    for method in (dense, sparse):
+        method.loss(method.collate(method.train_items[:4]))[0].backward()
+    grads = {n: p.grad for n, p in dense.model.named_parameters()}
+    for name, p in sparse.model.named_parameters():
+        assert p.grad.layout == torch.strided, name  # what fused AdamW and clipping need
+        assert torch.allclose(p.grad, grads[name], atol=1e-6), name
+    # The real run: every parameter moves under the fused optimizer.
+    before = _snapshot(sparse.model)
+    fit(sparse, sparse.cfg)
+    assert all(not torch.equal(p, before[n]) for n, p in sparse.model.named_parameters())
+
+
+def test_sparse_embedding_grad_only_for_trainable_tied_weights(tmp_path):
+    from alignkit.train.setup import sparse_tied_embedding_grad
+
+    assert not sparse_tied_embedding_grad(_method(tmp_path / "lora", lora=True).model)  # frozen embedding
+    untied, _ = tiny_model(seed=0)
+    untied.lm_head.weight = torch.nn.Parameter(untied.lm_head.weight.detach().clone())
+    assert not sparse_tied_embedding_grad(untied)
+    assert not untied.get_input_embeddings().sparse
+
+
 def _snapshot(module):
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 

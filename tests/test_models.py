@@ -48,6 +48,39 @@ def test_selective_logps_gradients_match(tiny):
         assert torch.allclose(selective[n], p.grad, atol=1e-5), n
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_head_logps_function_equals_autograd(dtype):
+    from alignkit.models.logprobs import HeadLogps
+
+    g = torch.Generator().manual_seed(0)
+    vocab = 2 * HeadLogps.VOCAB_SLICE + 77  # a ragged last vocabulary slice
+    hidden = torch.randn(37, 16, generator=g).to(dtype).requires_grad_()
+    weight = torch.randn(vocab, 16, generator=g).to(dtype).requires_grad_()
+    targets = torch.randint(0, vocab, (37,), generator=g)
+    upstream = torch.randn(37, generator=g)  # a weighted sum, so each row's gradient is scaled differently
+
+    plain = torch.log_softmax((hidden @ weight.t()).float(), -1).gather(-1, targets[:, None]).squeeze(-1)
+    grads_plain = torch.autograd.grad((plain * upstream).sum(), (hidden, weight))
+    fused = HeadLogps.apply(hidden, weight, targets)
+    grads_fused = torch.autograd.grad((fused * upstream).sum(), (hidden, weight))
+
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.allclose(fused, plain, atol=tol)
+    for a, b in zip(grads_fused, grads_plain):
+        assert a.dtype == dtype
+        assert torch.allclose(a.float(), b.float(), atol=tol, rtol=tol)
+
+
+def test_head_logps_refuses_a_second_backward():
+    from alignkit.models.logprobs import HeadLogps
+
+    weight = torch.randn(50, 8, requires_grad=True)
+    out = HeadLogps.apply(torch.randn(4, 8), weight, torch.tensor([1, 2, 3, 4])).sum()
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        out.backward()
+
+
 def test_tiny_model_has_real_chat_template(tiny):
     model, tokenizer = tiny
     text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)

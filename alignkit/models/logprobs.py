@@ -30,16 +30,57 @@ def gather_token_logps(hidden: torch.Tensor, targets: torch.Tensor, lm_head, *, 
     """log p(target | hidden) for N positions without building all N×V logits at once.
 
     hidden: (N, H) hidden states at the positions that predict ``targets`` (N,).
-    Returns (N,) log-probs. Chunking bounds peak memory at ``chunk_size × V`` floats.
+    Returns (N,) log-probs. Chunking bounds the transient memory at ``chunk_size × V`` floats.
+    A plain bias-free linear head (every causal LM we load) goes through ``HeadLogps``; anything
+    else (a LoRA-wrapped or biased head) through autograd's log_softmax and gather.
     """
+    fused = type(lm_head) is torch.nn.Linear and lm_head.bias is None
     out = []
     for start in range(0, hidden.shape[0], chunk_size):
-        logits = lm_head(hidden[start : start + chunk_size]).float()  # (n, V)
-        logps = torch.log_softmax(logits, dim=-1)
-        out.append(logps.gather(-1, targets[start : start + chunk_size, None]).squeeze(-1))
+        h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]
+        if fused:
+            out.append(HeadLogps.apply(h, lm_head.weight, t))
+        else:
+            logps = torch.log_softmax(lm_head(h).float(), dim=-1)
+            out.append(logps.gather(-1, t[:, None]).squeeze(-1))
     if not out:
         return hidden.new_zeros(0)
     return torch.cat(out)
+
+
+class HeadLogps(torch.autograd.Function):
+    """log p(y | h) = (h Wᵀ)_y − logsumexp(h Wᵀ), with the gradient written by hand:
+
+        ∂ log p(y) / ∂ logits = onehot(y) − softmax(logits)
+
+    Autograd would build that from a zero-filled [N × V] tensor (gather's backward) and a
+    separate log_softmax backward; here the saved log-softmax turns into the gradient in place,
+    two passes over N × V instead of four, and the weight gradient is taken in vocabulary slices
+    that stay in cache (faster on CPU). Backward runs once: a retained graph raises autograd's
+    in-place error rather than returning a wrong gradient.
+    """
+
+    VOCAB_SLICE = 1024
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets):
+        logps = torch.log_softmax(torch.nn.functional.linear(hidden, weight).float(), dim=-1)  # (N, V)
+        ctx.save_for_backward(hidden, weight, targets, logps)
+        return logps.gather(-1, targets[:, None]).squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, targets, logps = ctx.saved_tensors
+        grad_logits = logps.exp_().mul_(-grad[:, None])  # −g · softmax
+        grad_logits[torch.arange(len(targets), device=targets.device), targets] += grad  # + g · onehot(y)
+        grad_logits = grad_logits.to(weight.dtype)
+        grad_hidden = grad_logits @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.empty_like(weight)
+            for v in range(0, weight.shape[0], HeadLogps.VOCAB_SLICE):
+                torch.mm(grad_logits[:, v : v + HeadLogps.VOCAB_SLICE].t(), hidden, out=grad_weight[v : v + HeadLogps.VOCAB_SLICE])
+        return grad_hidden, grad_weight, None
 
 
 def response_token_logps(

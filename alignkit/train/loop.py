@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from alignkit.train.config import RunConfig
 from alignkit.train.logger import MetricsLogger
+from alignkit.train.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +139,10 @@ def _all_reduce_grads(params: list[torch.Tensor], topo: Topology) -> None:
 
 
 def build_optimizer(params, cfg: RunConfig, total_steps: int):
-    from transformers import get_scheduler
-
     # The fused kernel: one pass over each tensor instead of a dozen (on CPU, 6x faster than the default step).
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    scheduler = get_scheduler(
-        cfg.lr_schedule,
-        optimizer,
-        num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
+    scheduler = build_scheduler(optimizer, cfg.lr_schedule, warmup=int(cfg.warmup_ratio * total_steps), total=total_steps)
     return optimizer, scheduler
 
 
