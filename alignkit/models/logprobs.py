@@ -54,13 +54,10 @@ class HeadLogps(torch.autograd.Function):
         ∂ log p(y) / ∂ logits = onehot(y) − softmax(logits)
 
     Autograd would build that from a zero-filled [N × V] tensor (gather's backward) and a
-    separate log_softmax backward; here the saved log-softmax turns into the gradient in place,
-    two passes over N × V instead of four, and the weight gradient is taken in vocabulary slices
-    that stay in cache (faster on CPU). Backward runs once: a retained graph raises autograd's
+    separate log_softmax backward that allocates another; here the saved log-softmax becomes the
+    gradient in place, in two passes. Backward runs once: a retained graph raises autograd's
     in-place error rather than returning a wrong gradient.
     """
-
-    VOCAB_SLICE = 1024
 
     @staticmethod
     def forward(ctx, hidden, weight, targets):
@@ -75,11 +72,7 @@ class HeadLogps(torch.autograd.Function):
         grad_logits[torch.arange(len(targets), device=targets.device), targets] += grad  # + g · onehot(y)
         grad_logits = grad_logits.to(weight.dtype)
         grad_hidden = grad_logits @ weight if ctx.needs_input_grad[0] else None
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            grad_weight = torch.empty_like(weight)
-            for v in range(0, weight.shape[0], HeadLogps.VOCAB_SLICE):
-                torch.mm(grad_logits[:, v : v + HeadLogps.VOCAB_SLICE].t(), hidden, out=grad_weight[v : v + HeadLogps.VOCAB_SLICE])
+        grad_weight = grad_logits.t() @ hidden if ctx.needs_input_grad[1] else None
         return grad_hidden, grad_weight, None
 
 

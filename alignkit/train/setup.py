@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from alignkit.train.allocator import reuse_freed_memory
 from alignkit.train.config import RunConfig
 from alignkit.train.lora import apply_lora, prepare_4bit_base, save_model
 
@@ -15,7 +16,8 @@ log = logging.getLogger(__name__)
 
 def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
     """(model, tokenizer) ready to train: dtype chosen, LoRA applied when ``cfg.lora_r`` is set,
-    on a 4-bit base when ``cfg.load_in_4bit`` (QLoRA)."""
+    on a 4-bit base when ``cfg.load_in_4bit`` (QLoRA); on CPU, freed memory kept for reuse
+    (``allocator.py``)."""
     from alignkit.models import load_policy, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -27,6 +29,8 @@ def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
     if cfg.lora_r:
         model = apply_lora(model, cfg, task_type=task_type)
     sparse_tied_embedding_grad(model)
+    if next(model.parameters()).device.type == "cpu":
+        reuse_freed_memory()
     return model, tokenizer
 
 
