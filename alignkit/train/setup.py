@@ -37,12 +37,11 @@ def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
 def sparse_tied_embedding_grad(model) -> bool:
     """Let a trainable input embedding that shares its weight with the LM head emit sparse gradients.
 
-    Dense, the embedding's gradient is a zero-filled [vocab × hidden] matrix with a few hundred
-    non-zero rows, then added to the head's gradient: two passes over the whole matrix per step
-    (≈ 3 % of a SmolLM2-135M DPO step on CPU). Sparse, its rows are added into the head's dense
-    gradient, so ``weight.grad`` is the same dense tensor AdamW and clipping always see. An
-    untied embedding keeps dense gradients: its ``.grad`` would stay sparse, which fused AdamW
-    rejects. Returns whether it switched.
+    Dense, the embedding's gradient is a zero-filled [vocab × hidden] matrix (113 MB for
+    SmolLM2) with a few hundred non-zero rows, which is then added to the head's gradient.
+    Sparse, only those rows are added into the head's dense gradient, so ``weight.grad`` is the
+    same dense tensor AdamW and clipping always see. An untied embedding keeps dense gradients:
+    its ``.grad`` would stay sparse, which fused AdamW rejects. Returns whether it switched.
     """
     embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = isinstance(embedding, torch.nn.Embedding) and head is not None and embedding.weight is head.weight
