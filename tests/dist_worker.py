@@ -1,4 +1,4 @@
-"""Run by test_distributed under torchrun: a few DPO steps, the summary written by rank 0.
+"""Run by test_distributed under torchrun: a few RPO steps, the summary written by rank 0.
 
 With a third argument R, process R's loss turns NaN from its second step on; every process then
 writes the error it raised to ``error-rank{N}.txt``.
@@ -20,8 +20,8 @@ class NaNOnOneProcess(DPOMethod):
     poison_rank: int = -1
     calls: int = 0
 
-    def loss(self, batch):
-        loss, metrics = super().loss(batch)
+    def loss(self, batch, totals=None):
+        loss, metrics = super().loss(batch, totals)
         self.calls += 1
         if int(os.environ.get("RANK", 0)) == self.poison_rank and self.calls >= 2:
             loss = loss * float("nan")
@@ -30,8 +30,10 @@ class NaNOnOneProcess(DPOMethod):
 
 def main(output_dir: str, grad_accum: int, poison_rank: int = -1) -> None:
     model, tokenizer = tiny_model(seed=0)
+    # RPO: DPO plus a token-mean NLL of the chosen responses, whose denominator (chosen tokens in the
+    # global batch) the processes must agree on; the pairs have uneven lengths.
     cfg = DPOConfig(output_dir=output_dir, batch_size=4, grad_accum=grad_accum, max_steps=3, lr=1e-3,
-                    warmup_ratio=0.0, reference="precompute", seed=5)
+                    warmup_ratio=0.0, reference="precompute", seed=5, loss="rpo")
     method = NaNOnOneProcess(cfg, model, tokenizer, [PairItem(p) for p in make_pairs(8)])
     method.poison_rank = poison_rank
     try:

@@ -25,8 +25,8 @@ LAUNCHERS = {
 def _run(out: Path, nproc: int, *extra: str, check: bool = True, launcher: str = "torchrun") -> list[float]:
     out.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # One process takes the global batch of 4 as 2 micro-batches of 2; two processes take 2 each.
-    grad_accum = 2 if nproc == 1 else 1
+    # One process takes the global batch of 4 in one micro-batch; two processes take 2 pairs each.
+    grad_accum = 1
     worker = ["tests/dist_worker.py", str(out), str(grad_accum), *extra]
     cmd = [*LAUNCHERS[launcher], *worker] if nproc == 2 else [sys.executable, *worker]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=300)

@@ -28,7 +28,7 @@ class ToyLM:
     def collate(self, items):
         return torch.stack(items)
 
-    def loss(self, batch):
+    def loss(self, batch, totals=None):
         self.calls += 1
         mask = torch.ones_like(batch)
         token_logps = response_token_logps(self.model, batch, mask, mask)
@@ -122,10 +122,63 @@ def test_run_directory_contents(tmp_path):
     AutoModelForCausalLM.from_pretrained(tmp_path / "model")
 
 
-def test_grad_accumulation_matches_full_batch(tmp_path):
-    one = fit(_toy(), _cfg(tmp_path / "a", max_steps=2))
-    accum = fit(_toy(), _cfg(tmp_path / "b", max_steps=2, grad_accum=2))
-    assert accum["train"]["loss"] == pytest.approx(one["train"]["loss"], abs=1e-5)
+def _plain_sgd(monkeypatch):
+    """SGD at a constant rate: unlike AdamW, its update scales with the gradient, so a loss that is
+    normalised by the wrong count (per micro-batch instead of per global batch) moves the weights
+    differently."""
+    import alignkit.train.loop as loop
+
+    def build(params, cfg, total_steps):
+        optimizer = torch.optim.SGD(params, lr=cfg.lr)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    monkeypatch.setattr(loop, "build_optimizer", build)
+
+
+def _uneven_method(kind: str, model, tokenizer):
+    """Items of very different lengths, so micro-batch means differ from the global-batch mean."""
+    from alignkit.train.dpo import DPOConfig, DPOMethod, PairItem
+    from alignkit.train.kto import KTOConfig, KTOMethod, pair_for_kl
+    from alignkit.train.sft import SFTConfig, SFTMethod
+    from tests.pairs import Completion, Pair
+
+    g = torch.Generator().manual_seed(7)
+    ids = lambda n: torch.randint(3, 2000, (n,), generator=g).tolist()  # noqa: E731
+    lengths = [2, 30, 3, 24, 40, 2, 5, 18]  # response lengths: micro-batches hold very different token counts
+    if kind == "sft":
+        items = [Completion(ids(4), ids(n)) for n in lengths]
+        return SFTMethod(SFTConfig(), model, tokenizer, items)
+    if kind == "rpo":  # DPO + a token-mean NLL of the chosen responses
+        items = [PairItem(Pair(ids(4), ids(n), ids(6))) for n in lengths]
+        return DPOMethod(DPOConfig(loss="rpo", reference="precompute"), model, tokenizer, items)
+    items = pair_for_kl([Completion(ids(4), ids(n), label=i % 3 != 0) for i, n in enumerate(lengths)])
+    return KTOMethod(KTOConfig(beta=1.0, reference="precompute"), model, tokenizer, items)
+
+
+@pytest.mark.parametrize("kind", ["sft", "rpo", "kto"])
+def test_grad_accumulation_equals_one_big_batch(tmp_path, monkeypatch, kind):
+    # One global batch of 4 as 1, 2 or 4 micro-batches of uneven lengths, plain SGD, no clipping:
+    # the logged losses and the trained weights must be those of the single big batch.
+    # Compared: the logged losses, and each weight's total change over 3 steps (equal up to float
+    # summation order: 1e-4 of the change plus a few float32 ulps; a per-micro-batch normalisation
+    # is off by percents).
+    _plain_sgd(monkeypatch)
+    initial = {n: p.detach().clone() for n, p in tiny_model(seed=0)[0].named_parameters()}
+    runs = {}
+    for accum in (1, 2, 4):
+        model, tokenizer = tiny_model(seed=0)
+        method = _uneven_method(kind, model, tokenizer)
+        out = tmp_path / f"accum{accum}"
+        fit(method, _cfg(out, max_steps=3, grad_accum=accum, lr=0.5, max_grad_norm=None))
+        runs[accum] = ([r["loss"] for r in read_metrics(out / "metrics.jsonl")],
+                       {n: p.detach() - initial[n] for n, p in method.model.named_parameters()})
+    losses, updates = runs[1]
+    for accum in (2, 4):
+        assert runs[accum][0] == pytest.approx(losses, rel=1e-5, abs=1e-6), f"grad_accum={accum}"
+        for name, update in runs[accum][1].items():
+            scale = updates[name].abs().max().item()
+            assert scale > 0, f"{name} did not train"
+            assert (update - updates[name]).abs().max().item() <= 1e-4 * scale + 1e-6, f"{name}, grad_accum={accum}"
 
 
 def test_config_errors_name_file_and_field(tmp_path):

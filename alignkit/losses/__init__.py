@@ -12,7 +12,7 @@ Conventions:
 
 from alignkit.losses.grpo import GRPO_LOSS_TYPES, group_advantages, grpo_loss, rloo_advantages
 from alignkit.losses.kl import KL_ESTIMATORS, kl_penalty
-from alignkit.losses.kto import kto_kl_reference, kto_loss
+from alignkit.losses.kto import kto_kl_reference, kto_loss, kto_reference_point
 from alignkit.losses.ppo import (
     AdaptiveKLController,
     FixedKLController,
@@ -39,10 +39,12 @@ from alignkit.losses.preference import (
 from alignkit.losses.reduction import (
     TOKEN_AGGREGATIONS,
     aggregate_token_losses,
+    batch_mean,
     masked_mean,
     masked_sum,
     masked_var,
     masked_whiten,
+    sum_across_processes,
 )
 from alignkit.losses.reward import ENSEMBLE_MODES, bradley_terry_loss, ensemble_reward
 from alignkit.losses.sft import sft_loss
@@ -58,6 +60,7 @@ __all__ = [
     "FixedKLController",
     "PreferenceLoss",
     "aggregate_token_losses",
+    "batch_mean",
     "bradley_terry_loss",
     "call_preference_loss",
     "cdpo_loss",
@@ -72,6 +75,7 @@ __all__ = [
     "kl_penalty",
     "kto_kl_reference",
     "kto_loss",
+    "kto_reference_point",
     "masked_mean",
     "masked_sum",
     "masked_var",
@@ -84,5 +88,6 @@ __all__ = [
     "rpo_loss",
     "sft_loss",
     "simpo_loss",
+    "sum_across_processes",
     "whiten",
 ]

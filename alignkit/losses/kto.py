@@ -2,7 +2,17 @@
 
 import torch
 
-__all__ = ["kto_kl_reference", "kto_loss"]
+__all__ = ["kto_kl_reference", "kto_loss", "kto_reference_point"]
+
+
+def kto_reference_point(logratio_sum: torch.Tensor | float, count: torch.Tensor | float) -> torch.Tensor:
+    """z0 = max(0, Σ_j (log π(y'_j|x_j) - log π_ref(y'_j|x_j)) / count), detached.
+
+    The global form of :func:`kto_kl_reference`: ``logratio_sum`` and ``count`` summed over every
+    micro-batch and every process of the step (TRL all-reduces the KL estimate across processes
+    before clamping), so every example of the global batch is measured against the same z0.
+    """
+    return (torch.as_tensor(logratio_sum, dtype=torch.float32) / count).detach().clamp(min=0)
 
 
 def kto_kl_reference(*, policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor) -> torch.Tensor:
@@ -12,9 +22,9 @@ def kto_kl_reference(*, policy_kl_logps: torch.Tensor, ref_kl_logps: torch.Tenso
 
     where y'_j is a completion paired with the *wrong* prompt x_j (TRL shifts the completions of a batch by
     one: example j gets the completion of example j-1), so z0 does not reward the matched completions.
-    Shapes: ``[B]`` summed log-probs of the mismatched pairs -> scalar. Under data parallelism TRL
-    all-reduces the per-rank means before clamping: with world size > 1, gather the inputs (or average
-    ``(policy_kl_logps - ref_kl_logps).mean()`` over ranks) before calling this.
+    Shapes: ``[B]`` summed log-probs of the mismatched pairs -> scalar. This is the one-batch form;
+    under gradient accumulation or data parallelism sum ``policy_kl_logps - ref_kl_logps`` and the
+    counts over the global batch and call :func:`kto_reference_point` (``alignkit.train.kto`` does).
     """
     return (policy_kl_logps - ref_kl_logps).mean().detach().clamp(min=0)
 

@@ -4,22 +4,33 @@ Reduction lives here once so that a loss never decides on its own how to average
 
 * ``mask`` is 1 (or True) on positions that count and 0 elsewhere; it is cast to ``values.dtype``.
 * A mean over an empty mask returns 0, not NaN (the count is clamped to at least 1, as TRL does).
-* Under data parallelism or gradient accumulation the *local* count is the wrong denominator: pass
-  the global count (tokens or sequences summed over ranks and micro-batches) as ``normalizer`` to
-  :func:`aggregate_token_losses` and sum the gradients (OpenRLHF / DAPO convention).
+* Under data parallelism or gradient accumulation the *local* count is the wrong denominator: a
+  micro-batch's mean weighs its own tokens by 1/(its token count), so a short micro-batch's tokens
+  count more than a long one's. Pass the global count (tokens or sequences summed over every
+  micro-batch of every process, :func:`sum_across_processes`) as ``normalizer``; each micro-batch
+  loss is then its share of the global mean, and the gradients are *summed* over micro-batches and
+  processes (OpenRLHF / DAPO convention). ``alignkit.train.loop.fit`` does that bookkeeping.
+
+Global-batch normalisation, for G micro-batches on W processes (N = Σ over all G·W of the count)::
+
+    loss_g = Σ_{i ∈ g} l_i / N          # each micro-batch: its share of the global mean
+    grad   = Σ_{processes} Σ_g ∇loss_g  # = ∇ (Σ_all l_i / N), whatever the split
 """
 
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 
 __all__ = [
     "TOKEN_AGGREGATIONS",
     "aggregate_token_losses",
+    "batch_mean",
     "masked_mean",
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "sum_across_processes",
 ]
 
 
@@ -121,3 +132,30 @@ def aggregate_token_losses(
     if aggregation not in TOKEN_AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(TOKEN_AGGREGATIONS)}")
     return TOKEN_AGGREGATIONS[aggregation](per_token_losses, mask, normalizer)
+
+
+# --- global-batch normalisation --------------------------------------------------------------------
+
+
+def batch_mean(losses: torch.Tensor, normalizer: float | torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example losses ``[B]`` -> scalar: ``losses.sum() / normalizer``, or ``losses.mean()`` without one.
+
+    ``normalizer`` = examples in the *global* batch (all micro-batches, all processes), so that the
+    micro-batch losses sum to the mean over the whole batch (see the module docstring).
+    """
+    return losses.mean() if normalizer is None else losses.sum() / normalizer
+
+
+def sum_across_processes(values: dict[str, float]) -> dict[str, float]:
+    """Each value summed over every process of the default process group (unchanged without one).
+
+    Every process must call it with the same keys. float64, so token counts stay exact.
+    """
+    if not values or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return dict(values)
+    keys = sorted(values)
+    summed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        summed = summed.cuda()
+    dist.all_reduce(summed)
+    return dict(zip(keys, summed.tolist()))

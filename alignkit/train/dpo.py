@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
-from alignkit.losses import PREFERENCE_LOSSES, call_preference_loss
+from alignkit.losses import PREFERENCE_LOSSES, batch_mean, call_preference_loss
 from alignkit.train.collate import to_device
 from alignkit.train.config import RunConfig
 from alignkit.train.eval_loop import mean_loss_metrics
@@ -91,9 +91,16 @@ class DPOMethod:
         """Summed response log-probs of the 2B sequences: (chosen..., rejected...)."""
         return packed_pair_logps(model, batch)[0]
 
-    def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
+    @staticmethod
+    def batch_totals(batch) -> dict[str, float]:
+        """Chosen response tokens (the RPO / ORPO NLL is a token mean over the global batch)."""
+        return {"chosen_tokens": float(batch["chosen_mask"].sum())}
+
+    def loss(self, batch, totals: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         logps, lengths = packed_pair_logps(self.model, batch)
         n = logps.shape[0] // 2
+        pairs = totals["examples"] if totals else n
+        chosen_tokens = totals["chosen_tokens"] if totals else lengths[:n].sum()
         available = {
             "policy_chosen_logps": logps[:n],
             "policy_rejected_logps": logps[n:],
@@ -101,14 +108,16 @@ class DPOMethod:
             "rejected_lengths": lengths[n:],
         }
         if self.spec.needs_chosen_nll:
-            # RPO / ORPO: token-mean NLL over all chosen response tokens of the batch (TRL's convention).
-            available["chosen_nll"] = -logps[:n].sum() / lengths[:n].sum()
+            # RPO / ORPO: the token-mean NLL over all chosen response tokens of the global batch
+            # (TRL's convention), written per pair as -log π(y_w) / (mean chosen length), whose
+            # mean over the global batch is exactly that token mean.
+            available["chosen_nll"] = -logps[:n] * pairs / chosen_tokens
         if self.spec.needs_reference:
             ref = self.reference.logps(batch)
             available.update(ref_chosen_logps=ref[:n], ref_rejected_logps=ref[n:])
         hparams = {k: getattr(self.cfg, k) for k in ("beta", "label_smoothing", "rpo_alpha", "gamma", "orpo_lambda")}
         losses, metrics = call_preference_loss(self.cfg.loss, available, hparams)
-        return losses.mean(), {k: float(v.float().mean()) for k, v in metrics.items()}
+        return batch_mean(losses, pairs), {k: float(v.float().mean()) for k, v in metrics.items()}
 
     def evaluate(self) -> dict[str, float]:
         """Held-out loss and implicit-reward metrics (accuracy = chosen reward > rejected)."""

@@ -2,7 +2,9 @@
 
 The reference point z0 is a batch estimate of KL(policy‖reference) from *mismatched* pairs:
 each prompt is scored with another example's completion (a fixed pairing, item i with i+1, as
-TRL does by shifting), so it can be cached with the reference log-probs.
+TRL does by shifting), so it can be cached with the reference log-probs. The estimate is taken
+over the whole global batch (every micro-batch, every process: ``batch_totals``), so one z0
+serves every example of a step, however the batch is split.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from alignkit.losses import kto_kl_reference, kto_loss
+from alignkit.losses import batch_mean, kto_loss, kto_reference_point
 from alignkit.models.logprobs import sequence_logps
 from alignkit.train.collate import pad_sequences, to_device
 from alignkit.train.config import RunConfig
@@ -82,22 +84,30 @@ class KTOMethod:
             model, batch["input_ids"][rows], batch["attention_mask"][rows], batch["response_mask"][rows]
         )[0]
 
-    def loss(self, batch):
+    def batch_totals(self, batch) -> dict[str, float]:
+        """Σ log-ratio of the mismatched pairs: z0 is their mean over the whole global batch."""
         n = batch["is_desirable"].shape[0]
-        policy = self.score(self.model, batch, slice(0, n))
         with torch.no_grad():  # z0 is a detached reference point
             policy_kl = self.score(self.model, batch, slice(n, None))
+            ref_kl = self.reference.logps(batch)[n:]
+        return {"kl_logratio_sum": float((policy_kl - ref_kl).sum())}
+
+    def loss(self, batch, totals: dict[str, float] | None = None):
+        n = batch["is_desirable"].shape[0]
+        if totals is None:  # one batch on its own (evaluation): z0 and the mean over this batch
+            totals = {"examples": n, **self.batch_totals(batch)}
+        policy = self.score(self.model, batch, slice(0, n))
         ref = self.reference.logps(batch)
         losses, metrics = kto_loss(
             policy_logps=policy,
             ref_logps=ref[:n],
             is_desirable=batch["is_desirable"],
-            kl_reference=kto_kl_reference(policy_kl_logps=policy_kl, ref_kl_logps=ref[n:]),
+            kl_reference=kto_reference_point(totals["kl_logratio_sum"], totals["examples"]),
             beta=self.cfg.beta,
             desirable_weight=self.cfg.desirable_weight,
             undesirable_weight=self.cfg.undesirable_weight,
         )
-        return losses.mean(), {k: float(v.float().mean()) for k, v in metrics.items() if v.numel()}
+        return batch_mean(losses, totals["examples"]), {k: float(v.float().mean()) for k, v in metrics.items() if v.numel()}
 
     def evaluate(self) -> dict[str, float]:
         return mean_loss_metrics(self, self.eval_items)

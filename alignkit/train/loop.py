@@ -1,9 +1,19 @@
 """The one training loop every method shares.
 
 A method supplies ``model`` (whose parameters that require grad are trained), ``train_items``,
-``collate(items) -> batch``, ``loss(batch) -> (scalar, metrics)``, ``evaluate() -> metrics`` and
-``save(directory)``. The loop owns everything else: data order, accumulation, all-reduce across
-processes, clipping, the NaN guard, schedule, checkpoints, resume, logging and progress.
+``collate(items) -> batch``, ``loss(batch, totals=None) -> (scalar, metrics)``,
+``evaluate() -> metrics`` and ``save(directory)``; optionally ``length(item)`` (for
+length-grouped batches) and ``batch_totals(batch)``. The loop owns everything else: data order,
+accumulation, all-reduce across processes, clipping, the NaN guard, schedule, checkpoints,
+resume, logging and progress.
+
+Exact reduction (``alignkit/losses/reduction.py``): before a step, the loop collates every
+micro-batch and sums, over the whole global batch (all micro-batches, all processes), what the
+losses divide by: ``examples`` always, plus whatever ``batch_totals(batch)`` returns (response
+tokens for a token mean, KTO's KL sum, ...). ``loss(batch, totals)`` returns its micro-batch's
+*share* of the global-batch loss (``sum / totals[...]``), and the loop sums gradients over
+micro-batches and processes. So the update is the same however the batch is split, uneven
+lengths included. Without ``totals`` (evaluation), ``loss`` is the plain mean over its batch.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from alignkit.losses.reduction import sum_across_processes
 from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from alignkit.train.config import RunConfig
 from alignkit.train.logger import MetricsLogger
@@ -37,7 +48,7 @@ class Method(Protocol):
     train_items: Sequence
 
     def collate(self, items: list) -> Any: ...
-    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, batch: Any, totals: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]: ...
     def evaluate(self) -> dict[str, float]: ...
     def save(self, directory: Path) -> None: ...
 
@@ -111,31 +122,45 @@ def micro_batches(items: Sequence, step: int, cfg: RunConfig, topo: Topology, st
     return [[items[i] for i in mine[k * size : (k + 1) * size]] for k in range(cfg.grad_accum)]
 
 
-def _average_across_processes(values: dict[str, float], topo: Topology) -> dict[str, float]:
-    if topo.world == 1 or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: v / topo.world for k, v in zip(keys, t.tolist())}
-
-
 def _any_process(flag: bool, topo: Topology) -> bool:
     if topo.world == 1:
         return flag
-    t = torch.tensor([float(flag)])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return sum_across_processes({"flag": float(flag)})["flag"] > 0
 
 
-def _all_reduce_grads(params: list[torch.Tensor], topo: Topology) -> None:
-    # Explicit mean of gradients over processes (what DDP does), so any forward path syncs.
+def _sum_grads_across_processes(params: list[torch.Tensor], topo: Topology) -> None:
+    # Each process's gradient is already its share of the global-batch loss, so the sum over
+    # processes is the full gradient (an explicit all-reduce, so any forward path syncs).
     if topo.world == 1:
         return
     for p in params:
         if p.grad is not None:
             dist.all_reduce(p.grad)
-            p.grad /= topo.world
+
+
+def global_totals(method: Method, micro: list[list], batches: list, topo: Topology) -> dict[str, float]:
+    """What the losses of this step divide by, summed over the global batch: ``examples`` and the
+    method's ``batch_totals`` over every micro-batch here, then over every process."""
+    totals: dict[str, float] = {}
+    for items, batch in zip(micro, batches):
+        counts = {"examples": len(items), **(method.batch_totals(batch) if hasattr(method, "batch_totals") else {})}
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return sum_across_processes(totals) if topo.world > 1 else totals
+
+
+def _step_metrics(step_loss: float, sums: dict[str, float], counts: dict[str, int], topo: Topology) -> dict[str, float]:
+    """The global-batch loss (the processes' shares added up) and each metric's mean over the
+    micro-batches of every process that reported it (KTO reports rewards/chosen only for a batch
+    with a thumbs-up example, so processes may hold different keys)."""
+    keys = sorted(sums)
+    if topo.world > 1:
+        gathered: list = [None] * topo.world
+        dist.all_gather_object(gathered, keys)
+        keys = sorted(set().union(*gathered))
+    reduced = sum_across_processes({"loss": step_loss, **{f"sum:{k}": sums.get(k, 0.0) for k in keys},
+                                    **{f"n:{k}": counts.get(k, 0) for k in keys}})
+    return {"loss": reduced["loss"], **{k: reduced[f"sum:{k}"] / reduced[f"n:{k}"] for k in keys}}
 
 
 def build_optimizer(params, cfg: RunConfig, total_steps: int):
@@ -185,16 +210,23 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     last: dict[str, float] = {}
     t0 = time.time()
     for step in range(start, total_steps):
+        micro = micro_batches(method.train_items, step, cfg, topo, steps_per_epoch, lengths)
+        batches = [method.collate(items) for items in micro]
+        totals = global_totals(method, micro, batches, topo)
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        step_loss = 0.0  # this process's share of the global-batch loss
         bad_loss = None
-        for batch_items in micro_batches(method.train_items, step, cfg, topo, steps_per_epoch, lengths):
-            loss, metrics = method.loss(method.collate(batch_items))
+        for batch in batches:
+            loss, metrics = method.loss(batch, totals)
             if not torch.isfinite(loss):
                 bad_loss = loss.item()
                 break
-            (loss / cfg.grad_accum).backward()
-            for k, v in {"loss": loss.item(), **metrics}.items():
-                sums[k] = sums.get(k, 0.0) + float(v) / cfg.grad_accum
+            loss.backward()
+            step_loss += loss.item()
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+                counts[k] = counts.get(k, 0) + 1
         # Every process learns of a bad loss anywhere, so all stop together instead of the
         # others waiting forever in the gradient all-reduce.
         if _any_process(bad_loss is not None, topo):
@@ -204,7 +236,7 @@ def fit(method: Method, cfg: RunConfig) -> dict:
                 f"step {step + 1}: {where}; stopped before the optimizer step, "
                 f"weights untouched (last good checkpoint: {_newest(ckpt_root)})"
             )
-        _all_reduce_grads(params, topo)
+        _sum_grads_across_processes(params, topo)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
         if not torch.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
@@ -214,7 +246,7 @@ def fit(method: Method, cfg: RunConfig) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
         done = step + 1
-        last = _average_across_processes(sums, topo)
+        last = _step_metrics(step_loss, sums, counts, topo)
         last.update(grad_norm=grad_norm.item(), lr=scheduler.get_last_lr()[0], epoch=done / steps_per_epoch)
         if done % cfg.log_every == 0 or done == total_steps:
             logger.log(last, step=done)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from pydantic import Field, field_validator
 
-from alignkit.losses import bradley_terry_loss
+from alignkit.losses import batch_mean, bradley_terry_loss
 from alignkit.models.heads import load_scalar_model, sequence_scores
 from alignkit.train.collate import collate_pairs, to_device
 from alignkit.train.config import RunConfig
@@ -63,14 +63,14 @@ class RewardModelMethod:
             batch["margin"] = torch.tensor([float(it.meta.get("margin", 0.0)) for it in items])
         return to_device(batch, self.model.device)
 
-    def loss(self, batch):
+    def loss(self, batch, totals: dict[str, float] | None = None):
         rewards = sequence_scores(self.model, batch["input_ids"], batch["attention_mask"])
         n = rewards.shape[0] // 2
         losses, metrics = bradley_terry_loss(
             chosen_rewards=rewards[:n], rejected_rewards=rewards[n:],
             margin=batch.get("margin"), center_coef=self.cfg.center_coef,
         )
-        return losses.mean(), {k: float(v.float().mean()) for k, v in metrics.items()}
+        return batch_mean(losses, totals["examples"] if totals else None), {k: float(v.float().mean()) for k, v in metrics.items()}
 
     def evaluate(self) -> dict[str, float]:
         """Pairwise accuracy (chosen scored above rejected) and mean loss on held-out pairs."""

@@ -42,12 +42,18 @@ class SFTMethod:
             return to_device(pack_completions(items, self.tokenizer.pad_token_id, self.cfg.max_length), self.model.device)
         return to_device(collate_completions(items, self.tokenizer.pad_token_id), self.model.device)
 
-    def loss(self, batch):
+    @staticmethod
+    def batch_totals(batch) -> dict[str, float]:
+        """Response tokens: the token mean divides by their count over the whole global batch."""
+        return {"tokens": float(batch["response_mask"].sum())}
+
+    def loss(self, batch, totals: dict[str, float] | None = None):
         token_logps = response_token_logps(
             self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
             position_ids=batch.get("position_ids"),
         )
-        loss, metrics = sft_loss(token_logps=token_logps, response_mask=batch["response_mask"])
+        loss, metrics = sft_loss(token_logps=token_logps, response_mask=batch["response_mask"],
+                                 normalizer=totals["tokens"] if totals else None)
         return loss, {k: float(v.float().mean()) for k, v in metrics.items()}
 
     def evaluate(self) -> dict[str, float]:
