@@ -33,8 +33,10 @@ def _refusal_by_tag(base_texts: list[str], policy_texts: list[str], tags: list[s
     }
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def _mean(values: list[float | None]) -> float | None:
+    """Mean over the values a reward applied to (None = not applicable); None if there are none."""
+    applicable = [v for v in values if v is not None]
+    return sum(applicable) / len(applicable) if applicable else None
 
 
 def evaluate_policy(

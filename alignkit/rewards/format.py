@@ -1,6 +1,11 @@
-"""A format check: a response must say something and must not loop."""
+"""A format check: a completion must say something, must not loop, and (optionally) must match
+a required layout such as ``<think>...</think><answer>...</answer>``."""
 
 from __future__ import annotations
+
+import re
+
+from alignkit.rewards.protocol import completion_text
 
 
 def format_problems(text: str) -> list[str]:
@@ -19,7 +24,15 @@ def format_problems(text: str) -> list[str]:
     return problems
 
 
-def format_check(prompt, response: str) -> float:
-    """1.0 when ``response`` has no format problem (see ``format_problems``), else 0.0.
-    ``prompt`` is unused; it is there so the function fits ``fn(prompt, response)``."""
-    return 0.0 if format_problems(response) else 1.0
+def format_check(prompts, completions, completion_ids=None, *, pattern: str | None = None, **columns) -> list[float]:
+    """1.0 per completion with no format problem (see ``format_problems``) that also, when
+    ``pattern`` is given, matches it in full (``re.fullmatch``, DOTALL, surrounding whitespace
+    stripped); else 0.0. E.g. DeepSeek-R1's layout:
+    ``partial(format_check, pattern=r"<think>.*?</think>\\s*<answer>.*?</answer>")``."""
+    regex = re.compile(pattern, re.DOTALL) if pattern is not None else None
+    rewards = []
+    for completion in completions:
+        text = completion_text(completion)
+        ok = not format_problems(text) and (regex is None or regex.fullmatch(text.strip()) is not None)
+        rewards.append(1.0 if ok else 0.0)
+    return rewards
