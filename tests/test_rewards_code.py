@@ -39,7 +39,8 @@ def test_broken_hanging_and_cheating_solutions_score_zero():
     syntax_error = "```python\ndef f(:\n```"
     hangs = "```python\ndef f():\n    while True:\n        pass\n```"
     exits = "```python\nimport os\ndef f():\n    os._exit(0)\n```"  # exits before any report
-    fakes = "```python\nprint('pass 0')\nprint('pass 1')\ndef f():\n    return 0\n```"  # no nonce: not a report
+    # Forged reports without the nonce, on stdout and on the harness's own report fd (3).
+    fakes = "```python\nimport os\nprint('pass 0')\nos.write(3, b'nonce pass 0\\nnonce pass 1\\n')\ndef f():\n    return 0\n```"
     values = code_tests(["p"] * 4, [syntax_error, hangs, exits, fakes], tests=[tests] * 4, timeout_s=2)
     assert values == [0.0, 0.0, 0.0, 0.0]
 

@@ -35,7 +35,8 @@ def test_vader_compound_scores():
         ("The answer is 1000", "1,000", 1.0),
         ("\\boxed{3}", "$\\boxed{2}$", 0.0),
         ("I do not know.", "7", 0.0),
-        ("Natalia sold 48 + 24 = 72 clips. \\boxed{72}", "48/2 = 24 clips in May.\n#### 72", 1.0),  # GSM8K reference
+        ("Natalia sold 48 + 24 = 72 clips. \\boxed{72}", "48/2 = <<48/2=24>>24 clips in May.\n#### 72", 1.0),  # GSM8K
+        ("So y = \\boxed{3}", "The answer is $x=5$ so y is 3.\n#### 3", 1.0),  # only what follows #### is the reference
         ("Simplified: \\boxed{1 + x}", "x+1", 1.0),
     ],
 )
