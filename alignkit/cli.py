@@ -1,4 +1,9 @@
-"""One entry point: ``alignkit <command>``. Every training command takes the same core flags."""
+"""One entry point: ``alignkit <command>``.
+
+The training commands (sft, rm, dpo, kto, and whatever else ``alignkit/train/registry.py``
+lists) are generated from the method registry: one flag per config field, so the CLI, YAML
+configs and the Python API take exactly the same settings.
+"""
 
 from __future__ import annotations
 
@@ -8,54 +13,119 @@ import sys
 
 import click
 
-TRAIN_OPTIONS = [
-    click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML file of fields; flags override it."),
-    click.option("--model", help="Local HF directory, hub id, or alias (default: smollm2-135m-instruct)."),
-    click.option("--data", help="Training data: JSONL/JSON/CSV/Parquet file, or the bundled name 'hhh'."),
-    click.option("--eval-data", help="Held-out data in the same format."),
-    click.option("--output-dir", help="Run directory (model, config, metrics.jsonl, summary.json)."),
-    click.option("--max-steps", type=int, help="Optimizer steps (overrides --epochs)."),
-    click.option("--epochs", type=float, help="Passes over the data."),
-    click.option("--batch-size", type=int, help="Examples per optimizer step."),
-    click.option("--grad-accum", type=int, help="Micro-batches per optimizer step."),
-    click.option("--lr", type=float, help="Peak learning rate."),
-    click.option("--seed", type=int, help="Seed for weights init, data order and sampling."),
-    click.option("--max-length", type=int, help="Max prompt+response tokens."),
-    click.option("--eval-every", type=int, help="Evaluate every N steps."),
-    click.option("--save-every", type=int, help="Checkpoint every N steps."),
-    click.option("--resume/--no-resume", default=None, help="Continue from the newest checkpoint in output-dir."),
-    click.option("--skip-invalid/--no-skip-invalid", default=None, help="Skip malformed rows into a rejects file."),
-    click.option("--lora-r", type=int, help="Train a LoRA adapter of this rank."),
-    click.option("--merge-lora/--no-merge-lora", default=None, help="Save the adapter merged into the base."),
-    click.option("--load-in-4bit/--no-load-in-4bit", default=None, help="QLoRA: 4-bit NF4 base under the LoRA adapter (needs bitsandbytes)."),
-    click.option("--report-to", multiple=True, type=click.Choice(["tensorboard", "trackio", "mlflow", "wandb"]), help="Extra trackers."),
-    click.option("--threads", type=int, help="torch CPU threads."),
-]
+# --- training commands, generated from the method registry ------------------------------------
+# Each registered method (alignkit/train/registry.py) becomes `alignkit <name>` with one flag per
+# field of its pydantic config: `--field-name`, the field's docstring as help, Literal types as
+# choices, bools as --x/--no-x, lists as repeatable flags, and "none" accepted where None is.
+
+_NONE = object()  # "none" given for an optional field: an explicit None, unlike a flag not given
 
 
-def train_options(fn):
-    for option in reversed(TRAIN_OPTIONS):
-        fn = option(fn)
-    return fn
+class _OrNone(click.ParamType):
+    """A value of ``inner`` or the word ``none`` (for fields that may be None)."""
+
+    def __init__(self, inner: click.ParamType):
+        self.inner, self.name = inner, f"{inner.name}|none"
+
+    def convert(self, value, param, ctx):
+        if value is _NONE or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return _NONE
+        return self.inner.convert(value, param, ctx)
+
+    def get_metavar(self, param, ctx=None):
+        return f"{self.inner.name.upper()}|none"
+
+
+class _LiteralChoice(click.Choice):
+    """click.Choice over a Literal's values, giving back the value itself (not its string)."""
+
+    def __init__(self, values: tuple):
+        self.values = {str(v): v for v in values}
+        super().__init__(list(self.values))
+
+    def convert(self, value, param, ctx):
+        return self.values[super().convert(str(value), param, ctx)]
+
+
+def _param_type(annotation) -> click.ParamType:
+    from typing import Literal, get_args, get_origin
+
+    if get_origin(annotation) is Literal:
+        return _LiteralChoice(get_args(annotation))
+    return {int: click.INT, float: click.FLOAT, str: click.STRING}.get(annotation, click.STRING)
+
+
+def config_options(config_cls) -> list[click.Option]:
+    """One click option per field of a pydantic config class (what a training command takes)."""
+    import types
+    import typing
+
+    from pydantic_core import PydanticUndefined
+
+    from alignkit.train.config import RunConfig
+
+    # The method's own fields first (what `alignkit dpo --help` is usually opened for), then the shared ones.
+    fields = sorted(config_cls.model_fields.items(), key=lambda item: item[0] in RunConfig.model_fields)
+    options = []
+    for name, field in fields:
+        annotation = field.annotation
+        args = typing.get_args(annotation)
+        optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args
+        if optional:
+            rest = [a for a in args if a is not type(None)]
+            annotation = rest[0] if len(rest) == 1 else str
+        flag = "--" + name.replace("_", "-")
+        default = field.default if field.default is not PydanticUndefined else None
+        shown = ", ".join(map(str, default)) if isinstance(default, list) else default
+        shown = "none" if shown in (None, "") else shown
+        help_text = f"{field.description or ''} [default: {shown}]".strip()
+        if annotation is bool:
+            options.append(click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text))
+        elif typing.get_origin(annotation) is list:
+            (item,) = typing.get_args(annotation) or (str,)
+            options.append(click.Option([flag, name], multiple=True, type=_param_type(item),
+                                        help=f"{help_text} Repeat the flag for several values."))
+        else:
+            param_type = _param_type(annotation)
+            options.append(click.Option([flag, name], type=_OrNone(param_type) if optional else param_type,
+                                        help=help_text))
+    return options
+
+
+def training_command(name: str, spec) -> click.Command:
+    """``alignkit <name>``: the method's config from --config FILE.yaml and flags (flags win), then its run."""
+
+    def callback(config_file, **flags) -> None:
+        from alignkit.train.registry import METHODS
+
+        _run_training(METHODS[name], config_file, flags)  # looked up at call time: tests swap runners
+
+    params = [click.Option(["--config", "config_file"], type=click.Path(exists=True, dir_okay=False),
+                           help="YAML file of fields; flags override it."), *config_options(spec.config)]
+    return click.Command(name, callback=callback, params=params, help=spec.summary, short_help=spec.summary)
 
 
 def _build_config(cls, config_file, flags: dict):
-    from alignkit.train.config import ConfigError, load_config
+    from alignkit.train.config import ConfigError, make_config, read_config_file
 
-    flags = {k: (list(v) if isinstance(v, tuple) else v) for k, v in flags.items()}
-    flags = {k: v for k, v in flags.items() if v not in (None, [])}
+    given = {}
+    for key, value in flags.items():
+        if value is None or value == ():  # not on the command line
+            continue
+        given[key] = None if value is _NONE else list(value) if isinstance(value, tuple) else value
     try:
-        return load_config(cls, config_file, **flags)
+        values = read_config_file(config_file) if config_file else {}
+        return make_config(cls, {**values, **given}, config_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-def _run_training(cls, runner, config_file, flags):
+def _run_training(spec, config_file, flags):
     from alignkit.data.errors import DataError
 
-    cfg = _build_config(cls, config_file, flags)
+    cfg = _build_config(spec.config, config_file, flags)
     try:
-        summary = runner(cfg)
+        summary = spec.run(cfg)
     except DataError as exc:
         raise click.ClickException(str(exc)) from None
     if os.environ.get("RANK", "0") == "0":  # once, not once per process under torchrun
@@ -104,52 +174,6 @@ def data_inspect(path: str, n: int, kind: str, model: str) -> None:
         inspect_file(path, kind=kind, n=n, tokenizer=load_tokenizer(model), console=Console())
     except DataError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-@app.command()
-@train_options
-@click.option("--loss", help="Preference objective: dpo, ipo, cdpo, rdpo, hinge, rpo, simpo or orpo.")
-@click.option("--beta", type=float, help="Strength of the KL / implicit-reward scale.")
-@click.option("--reference", type=click.Choice(["auto", "copy", "adapter", "precompute"]), help="How reference log-probs are obtained.")
-def dpo(config_file, **flags) -> None:
-    """Direct preference optimisation and its family (IPO, cDPO, hinge, RPO, SimPO, ORPO)."""
-    from alignkit.train.dpo import DPOConfig, run_dpo
-
-    _run_training(DPOConfig, run_dpo, config_file, flags)
-
-
-@app.command()
-@train_options
-@click.option("--packing/--no-packing", default=None, help="Pack examples into rows without padding.")
-def sft(config_file, **flags) -> None:
-    """Supervised fine-tuning on demonstrations (loss on response tokens only)."""
-    from alignkit.train.sft import SFTConfig, run_sft
-
-    _run_training(SFTConfig, run_sft, config_file, flags)
-
-
-@app.command()
-@train_options
-@click.option("--ensemble", type=int, help="Train N members with consecutive seeds.")
-@click.option("--center-coef", type=float, help="Reward-centering coefficient.")
-def rm(config_file, **flags) -> None:
-    """Bradley-Terry reward model: a scalar head on the LM, trained on preference pairs."""
-    from alignkit.train.rm import RMConfig, run_rm
-
-    _run_training(RMConfig, run_rm, config_file, flags)
-
-
-@app.command()
-@train_options
-@click.option("--beta", type=float, help="β of the implicit reward.")
-@click.option("--desirable-weight", type=float, help="Weight of thumbs-up examples.")
-@click.option("--undesirable-weight", type=float, help="Weight of thumbs-down examples.")
-@click.option("--reference", type=click.Choice(["auto", "copy", "adapter", "precompute"]), help="How reference log-probs are obtained.")
-def kto(config_file, **flags) -> None:
-    """KTO on unpaired thumbs-up / thumbs-down feedback."""
-    from alignkit.train.kto import KTOConfig, run_kto
-
-    _run_training(KTOConfig, run_kto, config_file, flags)
 
 
 @app.command("run")
@@ -218,6 +242,16 @@ def _run_pipeline(recipe: dict) -> None:
     for stage, acc in summary.get("heldout_accuracy", {}).items():
         click.echo(f"held-out preference accuracy ({stage}): {acc:.1%}")
     click.echo(str(out.resolve()))
+
+
+def _add_training_commands() -> None:
+    from alignkit.train.registry import METHODS
+
+    for name, spec in METHODS.items():
+        app.add_command(training_command(name, spec))
+
+
+_add_training_commands()
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,8 +1,9 @@
 """Recipes: YAML pipelines of stages (train, evaluate, report) run by ``alignkit run``.
 
 A recipe names a base ``model``, an ``output_dir`` and a list of ``stages``. Each stage has a
-``name`` (its directory under output_dir) and a ``method``: ``sft``, ``rm``, ``dpo``, ``kto``
-(training: any field of that method's config), ``eval`` or ``report``. A model field may say
+``name`` (its directory under output_dir) and a ``method``: a training method of
+``alignkit/train/registry.py`` (``sft``, ``rm``, ``dpo``, ``kto``, ...; any field of its config),
+``eval`` or ``report``. A model field may say
 ``stage:NAME`` for the model a previous stage trained, or ``base`` for the recipe's model.
 ``defaults`` apply to every training stage, and a recipe-level ``data`` / ``eval_data`` is
 what stages (and eval prompts) use unless they name their own — so ``alignkit run RECIPE
@@ -17,15 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from alignkit.train.registry import METHODS
+
 log = logging.getLogger(__name__)
-
-TRAINERS = {
-    "sft": ("alignkit.train.sft", "SFTConfig", "run_sft"),
-    "rm": ("alignkit.train.rm", "RMConfig", "run_rm"),
-    "dpo": ("alignkit.train.dpo", "DPOConfig", "run_dpo"),
-    "kto": ("alignkit.train.kto", "KTOConfig", "run_kto"),
-}
-
 
 class RecipeError(ValueError):
     """A recipe that cannot run; the message names the file and stage."""
@@ -71,7 +66,7 @@ class Pipeline:
             if not name or not method:
                 raise RecipeError(f"{self.recipe['_file']}: every stage needs a name and a method: {stage}")
             log.info("stage %s (%s)", name, method)
-            if method in TRAINERS:
+            if method in METHODS:
                 self.results[name] = self.train(name, method, stage)
             elif method == "eval":
                 self.results[name] = self.evaluate(name, stage)
@@ -84,21 +79,16 @@ class Pipeline:
         return self.out
 
     def train(self, name: str, method: str, fields: dict) -> dict:
-        import importlib
-
-        from alignkit.train.config import ConfigError
-
-        module, config_name, runner = TRAINERS[method]
-        module = importlib.import_module(module)
+        spec = METHODS[method]
         shared = {k: self.recipe[k] for k in ("data", "eval_data") if self.recipe.get(k)}
         values = {**shared, **self.recipe.get("defaults", {}), **fields}
         values["model"] = self.model_path(values.get("model"))
         values["output_dir"] = str(self.out / name)
         try:
-            cfg = getattr(module, config_name)(**values)
+            cfg = spec.config(**values)
         except Exception as exc:  # pydantic's ValidationError, reported with the stage
             raise RecipeError(f"{self.recipe['_file']}: stage {name!r}: {exc}") from None
-        return getattr(module, runner)(cfg) | {"config": cfg.model_dump()}
+        return spec.run(cfg) | {"config": cfg.model_dump()}
 
     def evaluate(self, name: str, fields: dict) -> dict:
         from alignkit.eval.stage import run_eval_stage

@@ -1,7 +1,9 @@
 """Typed run configuration shared by every training command, YAML recipe and the Python API.
 
-One field, one line of docstring. The CLI flags (`--max-steps`, `--lr`, ...) and YAML keys map
-onto these names (dashes become underscores), so a user learns the convention once.
+One field, one line of docstring. The CLI flags (`--max-steps`, `--lr`, ...) are generated from
+these fields, with the docstring as the flag's help (``use_attribute_docstrings``), and YAML keys
+map onto the same names (dashes become underscores), so a user learns the convention once. A
+method's config subclasses :class:`RunConfig`; see ``alignkit/train/registry.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 class RunConfig(BaseModel):
     """Settings every method shares: model, data, loop, checkpoints, adapters, logging."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # use_attribute_docstrings: the docstring under each field becomes its description (the CLI help).
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), use_attribute_docstrings=True)
 
     model: str = "smollm2-135m-instruct"
     """Local HF directory, hub id, or bundled alias to start from."""
@@ -101,18 +104,28 @@ class RunConfig(BaseModel):
 
 
 def load_config(cls: type[RunConfig], path: str | Path | None = None, **overrides) -> RunConfig:
-    """Build ``cls`` from a YAML file, then ``overrides`` (CLI flags) on top; errors name the file."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config file must be a mapping of field: value")
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    """Build ``cls`` from a YAML file, then ``overrides`` (CLI flags) on top; errors name the file.
+
+    An override of None means "not given" (the file's or the default value stays)."""
+    values = read_config_file(path) if path is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    return make_config(cls, values, path)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The field: value mapping of a YAML config file (dashes in keys become underscores)."""
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of field: value")
+    return {k.replace("-", "_"): v for k, v in loaded.items()}
+
+
+def make_config(cls: type[RunConfig], values: dict, path: str | Path | None = None) -> RunConfig:
+    """Validate ``values`` as ``cls``; a :class:`ConfigError` names the file (if any) and each bad field."""
     try:
         return cls(**values)
     except ValidationError as exc:

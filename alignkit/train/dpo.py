@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from alignkit.losses import PREFERENCE_LOSSES, batch_mean, call_preference_loss
 from alignkit.train.collate import to_device
@@ -29,7 +29,7 @@ class DPOConfig(RunConfig):
 
     lr: float = Field(5e-6, gt=0)
     """Peak learning rate (DPO paper: 5e-7 to 5e-6 for full fine-tunes; raise it for LoRA)."""
-    loss: str = "dpo"
+    loss: Literal[tuple(PREFERENCE_LOSSES)] = "dpo"  # the choices are the loss table's names
     """Preference objective: a name in alignkit.losses.PREFERENCE_LOSSES."""
     beta: float = Field(0.1, gt=0)
     """β: inverse temperature of the implicit reward (SimPO's paper uses 2.0-2.5)."""
@@ -43,13 +43,6 @@ class DPOConfig(RunConfig):
     """ORPO: weight λ of the odds-ratio term."""
     reference: Literal["auto", "copy", "adapter", "precompute"] = "auto"
     """How reference log-probs are obtained (ignored by reference-free losses)."""
-
-    @field_validator("loss")
-    @classmethod
-    def _known_loss(cls, name: str) -> str:
-        if name not in PREFERENCE_LOSSES:
-            raise ValueError(f"unknown loss {name!r}; choose from {sorted(PREFERENCE_LOSSES)}")
-        return name
 
 
 @dataclass
