@@ -134,10 +134,21 @@ def _run_training(spec, config_file, flags):
 
 
 @click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, and transformers' load reports and progress bars.")
 def app(verbose: bool) -> None:
     """alignkit: align language models with preferences, and measure whether it worked."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        _quiet_libraries()
+
+
+def _quiet_libraries() -> None:
+    """Without -v: transformers' load reports (e.g. the reward model's fresh `score` head, which is
+    expected) and its loading / saving progress bars stay hidden; warnings from alignkit do not."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 @app.command()

@@ -124,6 +124,37 @@ def test_recipe_stage_takes_any_config_field(monkeypatch, tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["recipe"] is None
 
 
+def _cli(*args: str) -> tuple[str, str]:
+    """Run the CLI in a fresh interpreter (nothing imported yet); (stdout, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-m", "alignkit.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, proc.stderr
+
+
+def _noise(stderr: str) -> list[str]:
+    """Lines other than alignkit's own progress bar and log lines."""
+    lines = [part.strip() for line in stderr.splitlines() for part in line.split("\r")]
+    return [line for line in lines if line and not line.startswith(("train:", "INFO alignkit", "WARNING alignkit"))]
+
+
+def test_quiet_by_default(tmp_path, tiny_dir):
+    common = ["--model", tiny_dir, "--data", "tests/fixtures/pairs_conversational.jsonl", "--max-steps", "1",
+              "--batch-size", "2"]
+    # LoRA without 4-bit: peft imports bitsandbytes, whose CPU 4-bit kernel warning is irrelevant here.
+    out, err = _cli("dpo", *common, "--lora-r", "4", "--output-dir", str(tmp_path / "dpo"))
+    assert _noise(err) == [] and out == f"run directory: {tmp_path / 'dpo'}\n"
+    # A reward model's score head is new by design: transformers' load report only with -v.
+    out, err = _cli("rm", *common, "--output-dir", str(tmp_path / "rm"))
+    assert _noise(err) == [] and out == f"run directory: {tmp_path / 'rm'}\n"
+    assert "LOAD REPORT" in _cli("-v", "rm", *common, "--output-dir", str(tmp_path / "rm-verbose"))[1]
+
+
 def test_python_api_by_name_takes_the_same_fields(monkeypatch, tmp_path):
     from alignkit.train.registry import run_method
 

@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -122,9 +123,9 @@ def load_policy(
         attn_implementation = "sdpa"
     if (Path(str(name_or_path)) / "adapter_config.json").exists():
         # A LoRA run's output: the base it names plus the adapter, merged for fast inference.
-        from peft import AutoPeftModelForCausalLM
-
         with quiet_peft():
+            from peft import AutoPeftModelForCausalLM
+
             model = AutoPeftModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code)
         return model.merge_and_unload().to(device)
     # Quantised weights are placed while loading and never moved after.
@@ -152,8 +153,22 @@ def _nf4_config(compute_dtype: torch.dtype):
 
 @contextlib.contextmanager
 def quiet_peft():
-    """Silence peft 0.21's call of transformers 5's deprecated ``is_gradient_checkpointing``:
-    a warning on every LoRA run that users cannot act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
+    """Import and use peft without two warnings users cannot act on.
+
+    * peft 0.21 calls transformers 5's deprecated ``is_gradient_checkpointing``: a FutureWarning
+      on every LoRA run.
+    * peft imports bitsandbytes whenever it is installed, and bitsandbytes logs at import that its
+      fast CPU 4-bit kernel is missing. That matters only for a 4-bit base, and a 4-bit load
+      imports bitsandbytes itself first (``_nf4_config``), where the warning still shows; so it is
+      hidden only while bitsandbytes is not imported yet, i.e. when 4-bit is off.
+    """
+    bnb_logger = logging.getLogger("bitsandbytes")
+    level = bnb_logger.level
+    if "bitsandbytes" not in sys.modules:
+        bnb_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            yield
+    finally:
+        bnb_logger.setLevel(level)

@@ -11,7 +11,8 @@ from alignkit.train.config import RunConfig
 
 def apply_lora(model: torch.nn.Module, cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
     """Wrap ``model`` with a LoRA adapter as ``cfg`` says; base weights are frozen by PEFT."""
-    from peft import LoraConfig, get_peft_model
+    with quiet_peft():  # the first peft import is where bitsandbytes would warn
+        from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
         r=cfg.lora_r,
@@ -26,9 +27,9 @@ def apply_lora(model: torch.nn.Module, cfg: RunConfig, *, task_type: str = "CAUS
 
 def prepare_4bit_base(model: torch.nn.Module) -> torch.nn.Module:
     """Norms and embeddings to fp32 and input gradients on, so an adapter on a 4-bit base trains soundly."""
-    from peft import prepare_model_for_kbit_training
-
     with quiet_peft():
+        from peft import prepare_model_for_kbit_training
+
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
