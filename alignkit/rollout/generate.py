@@ -1,10 +1,7 @@
-"""Batched generation from chat prompts with Hugging Face ``generate`` (KV cache on).
+"""One completion per chat prompt, through the rollout engine: the evaluator's entry point.
 
-A batch is LEFT-padded so every row's last prompt token sits in the same column and new tokens
-are appended to all rows in step; the attention mask hides the pads (and transformers derives
-position ids from it), so a row's greedy output does not depend on what it was batched with.
-Prompts are sorted by length before batching, which keeps padding small, and results come back
-in the caller's order.
+Decoding runs in fp32 here, whatever the machine's fastest dtype, so greedy evaluation answers are
+the model's own (equal to ``model.generate`` greedy) and comparable across machines.
 """
 
 from __future__ import annotations
@@ -12,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from alignkit.rollout.engine import encode_prompt, make_engine
+
+__all__ = ["Generation", "encode_prompt", "generate"]
 
 
 @dataclass
@@ -27,48 +28,8 @@ class Generation:
     completion_ids: list[int]
     """Generated tokens up to and including the first EOS (absent when max_new_tokens cut it off);
     no padding. ``prompt_ids + completion_ids`` is exactly the sampled sequence, ready to score."""
-
-
-def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of ``messages`` through the chat template, ending with the assistant header."""
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-
-
-def _stop_ids(model, tokenizer) -> set[int]:
-    """Every token id that ends a completion: the tokenizer's EOS and the generation config's."""
-    ids = {tokenizer.eos_token_id}
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if config_eos is not None:
-        ids.update(config_eos if isinstance(config_eos, (list, tuple)) else [config_eos])
-    return {i for i in ids if i is not None}
-
-
-def _cut_at_stop(tokens: list[int], stop_ids: set[int]) -> list[int]:
-    """Tokens up to and including the first stop token (the padding after it goes)."""
-    for i, token in enumerate(tokens):
-        if token in stop_ids:
-            return tokens[: i + 1]
-    return tokens
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def _generate_batch(model, tokenizer, prompt_ids: list[list[int]], generate_kwargs: dict) -> list[list[int]]:
-    """Raw new tokens (T_new per row, EOS/pad included) for one left-padded batch."""
-    saved_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        batch = tokenizer.pad({"input_ids": prompt_ids}, padding=True, return_tensors="pt")
-    finally:
-        tokenizer.padding_side = saved_side
-    device = _device(model)
-    input_ids = batch["input_ids"].to(device)  # (B, T_prompt), pads on the left
-    attention_mask = batch["attention_mask"].to(device)
-    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)  # (B, T_prompt + T_new)
-    return out[:, input_ids.shape[1] :].tolist()
+    logprobs: list[float]
+    """log p(token | prefix) of each completion token under the model (temperature-scaled when sampled)."""
 
 
 def generate(
@@ -87,53 +48,20 @@ def generate(
     """One completion per prompt, in the order given.
 
     Greedy by default; with ``do_sample=True`` tokens are drawn at ``temperature`` / ``top_p``
-    (leave both at 1.0 to sample from the model's own distribution, as a KL estimate needs).
-    Sampling is seeded with ``seed`` inside a forked RNG, so the caller's RNG state is untouched
-    and a call is reproducible for a fixed batch_size. Works on PEFT-wrapped models (their
-    ``generate`` forwards to the base model with the adapters active).
+    (leave both at 1.0 to sample from the model's own distribution, as a KL estimate needs),
+    reproducibly for a fixed ``seed``. ``batch_size`` sequences decode at once. Works on
+    PEFT-wrapped models (the adapters' weights are merged into the engine's copy).
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    encoded = [encode_prompt(tokenizer, messages) for messages in prompts]
-    stop_ids = _stop_ids(model, tokenizer)
-    generate_kwargs = dict(
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=sorted(stop_ids),
-        use_cache=True,
+    engine = make_engine(model, tokenizer, max_batch=batch_size, dtype=torch.float32)
+    rollouts = engine.generate(
+        prompts, max_new_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0,
+        seed=seed, progress=progress,
     )
-    if do_sample:
-        generate_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-    else:
-        # Say greedy explicitly so a model's generation_config (sampling defaults) cannot override it.
-        generate_kwargs.update(temperature=None, top_p=None, top_k=None)
-
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # short prompts together
-    completions: dict[int, list[int]] = {}
-    was_training = model.training
-    model.eval()
-    devices = [_device(model)] if _device(model).type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices), tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress) as bar:
-            torch.manual_seed(seed)
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
-                new_tokens = _generate_batch(model, tokenizer, [encoded[i] for i in rows], generate_kwargs)
-                for i, tokens in zip(rows, new_tokens):
-                    completions[i] = _cut_at_stop(tokens, stop_ids)
-                bar.update(len(rows))
-    finally:
-        model.train(was_training)
-
     return [
-        Generation(
-            prompt=prompts[i],
-            text=tokenizer.decode(completions[i], skip_special_tokens=True).strip(),
-            prompt_ids=encoded[i],
-            completion_ids=completions[i],
+        Generation(prompt=prompt, text=text.strip(), prompt_ids=prompt_ids, completion_ids=completion, logprobs=logprobs)
+        for prompt, text, prompt_ids, completion, logprobs in zip(
+            prompts, rollouts.texts, rollouts.prompt_ids, rollouts.completion_ids, rollouts.logprobs
         )
-        for i in range(len(prompts))
     ]

@@ -1,0 +1,228 @@
+"""A lean Llama-family decoder for sampling: the model's own weights, fewer ops, a static KV cache.
+
+Why not ``model.generate``: at decode shapes (a handful of tokens per step) a CPU spends most of
+the step in per-op overhead, not in matmuls. Hugging Face's forward runs ~40 small ops per layer
+(separate q/k/v and gate/up projections, mask building, cache bookkeeping). This one runs:
+
+    x ─ rms_norm ─ [q|k|v] = x·W_qkvᵀ ─ rope(q, k) ─ write k, v into the cache at each row's position
+      ─ attention over the cache (GQA, masked past each row's length) ─ ·W_oᵀ ─ + x
+      ─ rms_norm ─ [g|u] = x·W_guᵀ ─ silu(g)·u ─ ·W_downᵀ ─ + x
+
+with the projections fused (one matmul for q, k, v; one for gate and up). The math is exactly
+the Llama decoder layer, so in fp32 the log-probs equal a teacher-forced forward of the HF model
+to float round-off (tested).
+
+The KV cache is preallocated, one slot per batch row: ``keys[layer]`` is (S, n_kv, L_max, hd).
+Every slot keeps its own length, so a finished row's slot can be refilled with a new prompt while
+the others keep decoding (continuous batching, driven by ``cpu_engine``).
+
+Supported: ``LlamaForCausalLM`` and the architectures with the same layer (Mistral without a
+sliding window, Qwen2 with q/k/v biases, SmolLM2). ``supports(model)`` says whether a model fits;
+anything else goes through the ``generate``-based engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
+
+
+def supports(model) -> bool:
+    """True when ``model`` (merged, not PEFT-wrapped) has the Llama decoder layer this file implements."""
+    config = getattr(model, "config", None)
+    if type(model).__name__ not in SUPPORTED or config is None:
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False  # a sliding window changes the mask; not implemented here
+    return getattr(config, "hidden_act", "silu") == "silu" and not getattr(config, "mlp_bias", False)
+
+
+def effective_weight(linear) -> torch.Tensor:
+    """The weight a (possibly LoRA-wrapped) linear layer applies: W + Σ scaling·B·A over its active,
+    unmerged adapters. Read without touching the model, so syncing never drifts the base weights."""
+    base = getattr(linear, "base_layer", None)
+    if base is None:
+        return linear.weight
+    weight = base.weight
+    if getattr(linear, "merged", False) or getattr(linear, "disable_adapters", False):
+        return weight
+    for name in linear.active_adapters:
+        if name in getattr(linear, "lora_A", {}):
+            weight = weight + linear.get_delta_weight(name)
+    return weight
+
+
+def effective_bias(linear) -> torch.Tensor | None:
+    return getattr(linear, "base_layer", linear).bias
+
+
+@dataclass
+class Layer:
+    input_norm: torch.Tensor  # (H,)
+    qkv: torch.Tensor  # ((nh + 2·nkv)·hd, H)
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor  # (H, nh·hd)
+    post_norm: torch.Tensor  # (H,)
+    gate_up: torch.Tensor  # (2·I, H)
+    down: torch.Tensor  # (H, I)
+
+
+class Decoder:
+    """Weights (copied, fused, in ``dtype``) and the KV cache of ``slots`` sequences of ≤ ``max_len`` tokens."""
+
+    def __init__(self, model, *, dtype: torch.dtype = torch.float32):
+        config = model.config
+        self.dtype = dtype
+        self.device = next(model.parameters()).device
+        self.n_heads = config.num_attention_heads
+        self.n_kv = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        self.eps = config.rms_norm_eps
+        self.rotary = model.model.rotary_emb  # HF's own: every rope scaling it knows
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.load_weights(model)
+
+    @torch.no_grad()
+    def load_weights(self, model) -> None:
+        """Copy (and fuse) the current weights of ``model``: an HF causal LM whose linear layers may
+        carry LoRA adapters (their deltas are added in, see ``effective_weight``)."""
+        cast = lambda t: t.detach().to(device=self.device, dtype=self.dtype, copy=True).contiguous()  # noqa: E731
+        w = effective_weight
+        self.layers = []
+        for block in model.model.layers:
+            attn, mlp = block.self_attn, block.mlp
+            bias = None
+            if effective_bias(attn.q_proj) is not None:
+                bias = cast(torch.cat([effective_bias(attn.q_proj), effective_bias(attn.k_proj), effective_bias(attn.v_proj)]))
+            self.layers.append(
+                Layer(
+                    input_norm=cast(block.input_layernorm.weight),
+                    qkv=cast(torch.cat([w(attn.q_proj), w(attn.k_proj), w(attn.v_proj)])),
+                    qkv_bias=bias,
+                    o=cast(w(attn.o_proj)),
+                    post_norm=cast(block.post_attention_layernorm.weight),
+                    gate_up=cast(torch.cat([w(mlp.gate_proj), w(mlp.up_proj)])),
+                    down=cast(w(mlp.down_proj)),
+                )
+            )
+        embed = model.model.embed_tokens
+        self.embed = cast(w(embed) if hasattr(embed, "base_layer") else embed.weight)  # (V, H)
+        self.norm = cast(model.model.norm.weight)
+        tied = getattr(model.lm_head, "weight", None) is embed.weight and not hasattr(model.lm_head, "base_layer")
+        self.lm_head = self.embed if tied else cast(w(model.lm_head))
+
+    def allocate(self, slots: int, max_len: int) -> None:
+        """A zeroed cache for ``slots`` sequences of up to ``max_len`` tokens (reused when big enough)."""
+        shape = (slots, self.n_kv, max_len, self.head_dim)
+        if self.keys and self.keys[0].shape[0] == slots and self.keys[0].shape[2] >= max_len:
+            return
+        self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        positions = torch.arange(max_len, device=self.device)[None]
+        cos, sin = self.rotary(self.embed[:1], positions)  # (1, L_max, hd)
+        self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)
+
+    def release(self) -> None:
+        """Free the cache (the weights stay)."""
+        self.keys, self.values = [], []
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _project(self, layer: Layer, x: torch.Tensor):
+        """q (…, nh, hd), k and v (…, nkv, hd) of the normed hidden states x (…, H)."""
+        qkv = F.linear(F.rms_norm(x, x.shape[-1:], layer.input_norm, self.eps), layer.qkv, layer.qkv_bias)
+        q, k, v = qkv.split([self.n_heads * self.head_dim, self.n_kv * self.head_dim, self.n_kv * self.head_dim], dim=-1)
+        shape = x.shape[:-1]
+        return q.view(*shape, self.n_heads, self.head_dim), k.view(*shape, self.n_kv, self.head_dim), v.view(*shape, self.n_kv, self.head_dim)
+
+    def _mlp(self, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(F.rms_norm(x, x.shape[-1:], layer.post_norm, self.eps), layer.gate_up).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, layer.down)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 next-token logits (…, V) of final hidden states (…, H)."""
+        return F.linear(F.rms_norm(hidden, hidden.shape[-1:], self.norm, self.eps), self.lm_head).float()
+
+    @torch.no_grad()
+    def prefill(self, token_ids: list[list[int]], slots: list[int]) -> torch.Tensor:
+        """Run whole prompts, writing their keys/values into cache ``slots`` from position 0.
+
+        The batch is right-padded, so plain causal attention is right for every real token (pads
+        sit after them and are never attended to by them). Returns the hidden state at each
+        prompt's last token, (B, H): the input to the first sampled token's logits.
+        """
+        lengths = torch.tensor([len(t) for t in token_ids], device=self.device)
+        width = int(lengths.max())
+        ids = torch.zeros(len(token_ids), width, dtype=torch.long, device=self.device)
+        for row, tokens in enumerate(token_ids):
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        slot_index = torch.tensor(slots, device=self.device)
+        cos, sin = self.cos[:width, None], self.sin[:width, None]  # (T, 1, hd) against (B, T, heads, hd)
+        x = F.embedding(ids, self.embed)  # (B, T, H)
+        for layer, keys, values in zip(self.layers, self.keys, self.values):
+            q, k, v = self._project(layer, x)  # (B, T, heads, hd)
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            keys[slot_index, :, :width] = k.transpose(1, 2)
+            values[slot_index, :, :width] = v.transpose(1, 2)
+            attn = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
+            x = x + F.linear(attn.transpose(1, 2).reshape(*x.shape[:2], -1), layer.o)
+            x = x + self._mlp(layer, x)
+        return x[torch.arange(len(token_ids), device=self.device), lengths - 1]
+
+    @torch.no_grad()
+    def copy_slot(self, source: int, targets: range) -> None:
+        """Share one prefilled prompt with the contiguous slots ``targets`` (n samples: prefill once)."""
+        if len(targets) == 0:
+            return
+        for keys, values in zip(self.keys, self.values):
+            keys[targets.start : targets.stop] = keys[source]
+            values[targets.start : targets.stop] = values[source]
+
+    @torch.no_grad()
+    def move_slot(self, source: int, target: int) -> None:
+        """Move a live sequence's cache to another slot (keeps the live slots contiguous)."""
+        for keys, values in zip(self.keys, self.values):
+            keys[target] = keys[source]
+            values[target] = values[source]
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One new token for each of the first B slots: tokens and positions are (B,). Returns (B, H).
+
+        Live sequences occupy slots 0..B-1 (the engine keeps them contiguous), so the cache is read
+        through slice views, never gathered. A row at position p writes its key/value at column p
+        and attends to columns 0..p of its own slot. Attention is written out (two batched matmuls
+        and a masked softmax): at one query per row that is cheaper on CPU than the generic kernel.
+            scores = q·Kᵀ/√hd  (B, nkv, group, L),  −inf where column > p,  out = softmax(scores)·V
+        """
+        batch = tokens.shape[0]
+        heads = torch.arange(batch * self.n_kv, device=self.device)  # (row, kv head) pairs, row-major
+        max_len = self.keys[0].shape[2]
+        write_at = heads * max_len + positions.repeat_interleave(self.n_kv)  # row of the flat (S·nkv·L, hd) cache
+        width = int(positions.max()) + 1  # the columns any live row can see
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # (B, 1, hd)
+        hide = torch.arange(width, device=self.device)[None] > positions[:, None]  # (B, L)
+        hide = hide[:, None, None]  # (B, 1, 1, L)
+        group = self.n_heads // self.n_kv
+        scale = self.head_dim**-0.5
+        x = F.embedding(tokens, self.embed)  # (B, H)
+        for layer, keys, values in zip(self.layers, self.keys, self.values):
+            q, k, v = self._project(layer, x)  # (B, nh, hd), (B, nkv, hd)
+            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
+            keys.view(-1, self.head_dim).index_copy_(0, write_at, k.reshape(-1, self.head_dim))
+            values.view(-1, self.head_dim).index_copy_(0, write_at, v.reshape(-1, self.head_dim))
+            past_k, past_v = keys[:batch, :, :width], values[:batch, :, :width]  # views (B, nkv, L, hd)
+            scores = torch.matmul(q.view(batch, self.n_kv, group, self.head_dim), past_k.transpose(-1, -2)) * scale
+            probs = torch.softmax(scores.masked_fill(hide, float("-inf")), dim=-1)
+            attn = torch.matmul(probs, past_v)  # (B, nkv, group, hd)
+            x = x + F.linear(attn.reshape(batch, -1), layer.o)
+            x = x + self._mlp(layer, x)
+        return x

@@ -1,0 +1,44 @@
+"""Which dtype to decode in, chosen by measurement on the machine at hand, never by assumption.
+
+Decoding a small model is bound by reading the weights once per step; bf16 halves those bytes, and
+CPUs with AVX512_BF16 or AMX also multiply bf16 faster. Elsewhere (AVX2-only CPUs) bf16 matmuls are
+emulated and slower. So: time one decode-shaped matmul in both dtypes and keep the faster.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import torch
+import torch.nn.functional as F
+
+BF16_MIN_SPEEDUP = 1.2
+"""bf16 must beat fp32 by this factor to be chosen: its log-probs differ from an fp32 trainer's."""
+
+
+def _seconds(fn, repeats: int = 5) -> float:
+    fn()  # warm-up: kernel selection, first-touch allocation
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def decode_dtype(device: torch.device, hidden_size: int) -> torch.dtype:
+    """bf16 on CUDA with bf16 support; on CPU bf16 when a (16 × H)·(H × 4H) matmul measures
+    ≥ ``BF16_MIN_SPEEDUP``× faster than in fp32, else fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type != "cpu":
+        return torch.float32
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(16, hidden_size, dtype=dtype)
+        weights = [torch.randn(4 * hidden_size, hidden_size, dtype=dtype) for _ in range(8)]  # > cache, as in a model
+        timings[dtype] = _seconds(lambda: [F.linear(x, w) for w in weights])
+    return torch.bfloat16 if timings[torch.float32] >= BF16_MIN_SPEEDUP * timings[torch.bfloat16] else torch.float32
