@@ -14,14 +14,16 @@ PROMPTS = [
 
 
 def untied_tiny_lm(tokenizer, seed=0, **overrides):
-    """Untied embeddings: the tied tiny model greedily repeats the prompt's last token, which would
-    hide batching bugs."""
+    """Untied embeddings (the tied tiny model greedily repeats the prompt's last token) and a wide
+    initialisation (at the default 0.02 attention is nearly uniform, so a cache holding the wrong
+    keys would go unnoticed): batching and cache bugs change the outputs."""
     from transformers import AutoModelForCausalLM
 
     from alignkit.models.tiny import tiny_config
 
     config = tiny_config(tokenizer)
     config.tie_word_embeddings = False
+    config.initializer_range = 0.2
     for key, value in overrides.items():
         setattr(config, key, value)
     torch.manual_seed(seed)
@@ -187,3 +189,34 @@ def test_sampling_frequencies_follow_the_tempered_distribution():
     torch.testing.assert_close(logps, expected.log()[tokens])
     top1, _ = sample_tokens(logits[:5], temperature=1.0, top_k=1, generator=generator)
     assert top1.tolist() == [3] * 5
+
+
+def test_merged_state_dict_equals_peft_merge_and_unload(tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from alignkit.rollout.weights import merged_state_dict
+
+    policy = get_peft_model(untied_tiny_lm(tokenizer, seed=3), LoraConfig(r=4, target_modules=["q_proj", "o_proj", "up_proj"], init_lora_weights=False))
+    merged = merged_state_dict(policy)
+    reference = untied_tiny_lm(tokenizer, seed=3)
+    assert set(merged) == set(reference.state_dict())  # plain HF names, nothing LoRA-specific
+    expected = policy.merge_and_unload().state_dict()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(merged[name], tensor)
+    assert any(not torch.equal(merged[n], reference.state_dict()[n]) for n in merged if "q_proj" in n)
+
+
+def test_vllm_engine_pieces_without_vllm(lm, tokenizer):
+    from types import SimpleNamespace
+
+    from alignkit.rollout import vllm_engine
+
+    kwargs = vllm_engine.sampling_params_kwargs(n=4, max_new_tokens=16, temperature=0.7, top_p=0.9, top_k=0, stop=["\n\n"], seed=3)
+    assert kwargs == dict(n=4, max_tokens=16, temperature=0.7, top_p=0.9, top_k=-1, stop=["\n\n"], seed=3, logprobs=0)
+    out = lambda finish, stop: SimpleNamespace(finish_reason=finish, stop_reason=stop)  # noqa: E731
+    assert [vllm_engine.finish_reason(o) for o in (out("length", None), out("stop", None), out("stop", 2), out("stop", "\n\n"))] == ["length", "eos", "eos", "stop"]
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install vllm"):
+            make_engine(lm, tokenizer, backend="vllm")

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from alignkit.rollout.weights import effective_bias, effective_weight
+
 SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 
 
@@ -39,25 +41,6 @@ def supports(model) -> bool:
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
         return False  # a sliding window changes the mask; not implemented here
     return getattr(config, "hidden_act", "silu") == "silu" and not getattr(config, "mlp_bias", False)
-
-
-def effective_weight(linear) -> torch.Tensor:
-    """The weight a (possibly LoRA-wrapped) linear layer applies: W + Σ scaling·B·A over its active,
-    unmerged adapters. Read without touching the model, so syncing never drifts the base weights."""
-    base = getattr(linear, "base_layer", None)
-    if base is None:
-        return linear.weight
-    weight = base.weight
-    if getattr(linear, "merged", False) or getattr(linear, "disable_adapters", False):
-        return weight
-    for name in linear.active_adapters:
-        if name in getattr(linear, "lora_A", {}):
-            weight = weight + linear.get_delta_weight(name)
-    return weight
-
-
-def effective_bias(linear) -> torch.Tensor | None:
-    return getattr(linear, "base_layer", linear).bias
 
 
 @dataclass
