@@ -76,16 +76,20 @@ class Decoder:
         carry LoRA adapters (their deltas are added in, see ``effective_weight``)."""
         cast = lambda t: t.detach().to(device=self.device, dtype=self.dtype, copy=True).contiguous()  # noqa: E731
         w = effective_weight
+        # 1/√hd folded into the query rows: scores need no extra multiply per layer and step.
+        scale = torch.ones(self.n_heads * self.head_dim + 2 * self.n_kv * self.head_dim)
+        scale[: self.n_heads * self.head_dim] = self.head_dim**-0.5
+        scale = scale.to(self.device)
         self.layers = []
         for block in model.model.layers:
             attn, mlp = block.self_attn, block.mlp
             bias = None
             if effective_bias(attn.q_proj) is not None:
-                bias = cast(torch.cat([effective_bias(attn.q_proj), effective_bias(attn.k_proj), effective_bias(attn.v_proj)]))
+                bias = cast(torch.cat([effective_bias(attn.q_proj), effective_bias(attn.k_proj), effective_bias(attn.v_proj)]) * scale)
             self.layers.append(
                 Layer(
                     input_norm=cast(block.input_layernorm.weight),
-                    qkv=cast(torch.cat([w(attn.q_proj), w(attn.k_proj), w(attn.v_proj)])),
+                    qkv=cast(torch.cat([w(attn.q_proj), w(attn.k_proj), w(attn.v_proj)]) * scale[:, None]),
                     qkv_bias=bias,
                     o=cast(w(attn.o_proj)),
                     post_norm=cast(block.post_attention_layernorm.weight),
@@ -107,28 +111,32 @@ class Decoder:
         self.keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         self.values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         positions = torch.arange(max_len, device=self.device)[None]
-        cos, sin = self.rotary(self.embed[:1], positions)  # (1, L_max, hd)
-        self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)
+        cos, sin = self.rotary(self.embed[:1].float(), positions)  # (1, L_max, hd)
+        half = self.head_dim // 2
+        sign = torch.cat([-torch.ones(half), torch.ones(self.head_dim - half)]).to(self.device)
+        self.cos, self.signed_sin = cos[0].to(self.dtype), (sin[0] * sign).to(self.dtype)
 
     def release(self) -> None:
         """Free the cache (the weights stay)."""
         self.keys, self.values = [], []
 
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+    def _qkv(self, layer: Layer, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+        """[q | k | v] of hidden states x (…, H) as (…, nh + 2·nkv, hd), rotary embedding applied to q and k.
 
-    def _project(self, layer: Layer, x: torch.Tensor):
-        """q (…, nh, hd), k and v (…, nkv, hd) of the normed hidden states x (…, H)."""
+        Rope in place, q and k together: with rot(x) = cat(−x₂, x₁) = roll(x, hd/2)·[−1…, +1…],
+            x·cos + rot(x)·sin  =  x·cos + roll(x)·signed_sin       (three ops, no temporaries for halves)
+        """
         qkv = F.linear(F.rms_norm(x, x.shape[-1:], layer.input_norm, self.eps), layer.qkv, layer.qkv_bias)
-        q, k, v = qkv.split([self.n_heads * self.head_dim, self.n_kv * self.head_dim, self.n_kv * self.head_dim], dim=-1)
-        shape = x.shape[:-1]
-        return q.view(*shape, self.n_heads, self.head_dim), k.view(*shape, self.n_kv, self.head_dim), v.view(*shape, self.n_kv, self.head_dim)
+        qkv = qkv.unflatten(-1, (self.n_heads + 2 * self.n_kv, self.head_dim))
+        qk = qkv[..., : self.n_heads + self.n_kv, :]
+        rolled = qk.roll(self.head_dim // 2, dims=-1)
+        qk.mul_(cos).addcmul_(rolled, signed_sin)
+        return qkv
 
-    def _mlp(self, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+    def _gated(self, layer: Layer, x: torch.Tensor) -> torch.Tensor:
+        """silu(gate)·up of hidden states x (…, H): the MLP before its down projection."""
         gate, up = F.linear(F.rms_norm(x, x.shape[-1:], layer.post_norm, self.eps), layer.gate_up).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, layer.down)
+        return F.silu(gate).mul_(up)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 next-token logits (…, V) of final hidden states (…, H)."""
@@ -148,16 +156,17 @@ class Decoder:
         for row, tokens in enumerate(token_ids):
             ids[row, : len(tokens)] = torch.tensor(tokens)
         slot_index = torch.tensor(slots, device=self.device)
-        cos, sin = self.cos[:width, None], self.sin[:width, None]  # (T, 1, hd) against (B, T, heads, hd)
+        cos, signed_sin = self.cos[:width, None], self.signed_sin[:width, None]  # (T, 1, hd) against (B, T, heads, hd)
+        nh, nkv = self.n_heads, self.n_kv
         x = F.embedding(ids, self.embed)  # (B, T, H)
         for layer, keys, values in zip(self.layers, self.keys, self.values):
-            q, k, v = self._project(layer, x)  # (B, T, heads, hd)
-            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
-            keys[slot_index, :, :width] = k.transpose(1, 2)
-            values[slot_index, :, :width] = v.transpose(1, 2)
-            attn = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, enable_gqa=True)
-            x = x + F.linear(attn.transpose(1, 2).reshape(*x.shape[:2], -1), layer.o)
-            x = x + self._mlp(layer, x)
+            qkv = self._qkv(layer, x, cos, signed_sin).transpose(1, 2)  # (B, heads, T, hd)
+            q, k, v = qkv[:, :nh], qkv[:, nh : nh + nkv], qkv[:, nh + nkv :]
+            keys[slot_index, :, :width] = k
+            values[slot_index, :, :width] = v
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True, scale=1.0)  # q is pre-scaled
+            x = x + F.linear(attn.transpose(1, 2).flatten(2), layer.o)
+            x = x + F.linear(self._gated(layer, x), layer.down)
         return x[torch.arange(len(token_ids), device=self.device), lengths - 1]
 
     @torch.no_grad()
@@ -182,30 +191,32 @@ class Decoder:
 
         Live sequences occupy slots 0..B-1 (the engine keeps them contiguous), so the cache is read
         through slice views, never gathered. A row at position p writes its key/value at column p
-        and attends to columns 0..p of its own slot. Attention is written out (two batched matmuls
-        and a masked softmax): at one query per row that is cheaper on CPU than the generic kernel.
-            scores = q·Kᵀ/√hd  (B, nkv, group, L),  −inf where column > p,  out = softmax(scores)·V
+        and attends to columns 0..p of its own slot. Attention is written out (a masked batched
+        matmul, a softmax, a batched matmul): at one query per row that is cheaper on CPU than the
+        generic kernel, and the mask is built once per step for all layers.
+            scores = mask + q·Kᵀ  (B·nkv, group, L)   (q carries 1/√hd; mask −inf where column > p)
+            out    = softmax(scores)·V
+        The residual adds ride on the projections (``addmm``): x + a·Wᵀ in one op.
         """
         batch = tokens.shape[0]
-        heads = torch.arange(batch * self.n_kv, device=self.device)  # (row, kv head) pairs, row-major
-        max_len = self.keys[0].shape[2]
-        write_at = heads * max_len + positions.repeat_interleave(self.n_kv)  # row of the flat (S·nkv·L, hd) cache
+        nh, nkv, hd = self.n_heads, self.n_kv, self.head_dim
+        heads = torch.arange(batch * nkv, device=self.device)  # (row, kv head) pairs, row-major
+        write_at = heads * self.keys[0].shape[2] + positions.repeat_interleave(nkv)  # rows of the flat (S·nkv·L, hd) cache
         width = int(positions.max()) + 1  # the columns any live row can see
-        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # (B, 1, hd)
+        cos, signed_sin = self.cos[positions][:, None], self.signed_sin[positions][:, None]  # (B, 1, hd)
         hide = torch.arange(width, device=self.device)[None] > positions[:, None]  # (B, L)
-        hide = hide[:, None, None]  # (B, 1, 1, L)
-        group = self.n_heads // self.n_kv
-        scale = self.head_dim**-0.5
+        mask = torch.zeros(batch, width, dtype=self.dtype, device=self.device).masked_fill_(hide, float("-inf"))
+        mask = mask[:, None, None].expand(batch, nkv, nh // nkv, width).reshape(batch * nkv, nh // nkv, width)
         x = F.embedding(tokens, self.embed)  # (B, H)
         for layer, keys, values in zip(self.layers, self.keys, self.values):
-            q, k, v = self._project(layer, x)  # (B, nh, hd), (B, nkv, hd)
-            q, k = self._rope(q, cos, sin), self._rope(k, cos, sin)
-            keys.view(-1, self.head_dim).index_copy_(0, write_at, k.reshape(-1, self.head_dim))
-            values.view(-1, self.head_dim).index_copy_(0, write_at, v.reshape(-1, self.head_dim))
-            past_k, past_v = keys[:batch, :, :width], values[:batch, :, :width]  # views (B, nkv, L, hd)
-            scores = torch.matmul(q.view(batch, self.n_kv, group, self.head_dim), past_k.transpose(-1, -2)) * scale
-            probs = torch.softmax(scores.masked_fill(hide, float("-inf")), dim=-1)
-            attn = torch.matmul(probs, past_v)  # (B, nkv, group, hd)
-            x = x + F.linear(attn.reshape(batch, -1), layer.o)
-            x = x + self._mlp(layer, x)
+            qkv = self._qkv(layer, x, cos, signed_sin)  # (B, nh + 2·nkv, hd)
+            keys.view(-1, hd).index_copy_(0, write_at, qkv[:, nh : nh + nkv].reshape(-1, hd))
+            values.view(-1, hd).index_copy_(0, write_at, qkv[:, nh + nkv :].reshape(-1, hd))
+            past_k = keys[:batch, :, :width].reshape(batch * nkv, width, hd)  # views: live slots are 0..B−1
+            past_v = values[:batch, :, :width].reshape(batch * nkv, width, hd)
+            q = qkv[:, :nh].reshape(batch * nkv, nh // nkv, hd)  # the query heads that share each kv head
+            probs = torch.softmax(torch.baddbmm(mask, q, past_k.transpose(1, 2)), dim=-1)  # (B·nkv, group, L)
+            attn = torch.bmm(probs, past_v).view(batch, nh * hd)
+            x = torch.addmm(x, attn, layer.o.t())  # x + attn·W_oᵀ in one op
+            x = torch.addmm(x, self._gated(layer, x), layer.down.t())
         return x
