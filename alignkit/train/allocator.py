@@ -21,7 +21,16 @@ M_TRIM_THRESHOLD = -1  # glibc <malloc.h>: free memory at the heap top returned 
 M_MMAP_MAX = -4  # glibc <malloc.h>: how many allocations may be served by mmap at once
 
 
-def reuse_freed_memory(keep_bytes: int = 1 << 30) -> bool:
+KEEP_BYTES = 1 << 30  # freed memory kept for reuse before any is returned to the OS
+
+
+def glibc_env(keep_bytes: int = KEEP_BYTES) -> dict[str, str]:
+    """The same settings as environment variables (mallopt(3)), for a process alignkit does not
+    run itself, e.g. a peer library in ``bench/dpo_vs_trl.py`` given an equal allocator."""
+    return {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(keep_bytes)}
+
+
+def reuse_freed_memory(keep_bytes: int = KEEP_BYTES) -> bool:
     """Serve all allocations from the heap and return freed memory to the OS only beyond
     ``keep_bytes`` of slack. glibc only (a no-op elsewhere); returns whether it applied.
     The setting is process-wide and lasts for the process."""
