@@ -47,10 +47,13 @@ def teacher_forced_logps(model, rollouts: Rollouts, pad_id: int, temperature: fl
     return logps[mask], batch["logprobs"][:, 1:][mask]
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_engine_logprobs_equal_a_teacher_forced_forward(lm, tokenizer, temperature):
+@pytest.mark.parametrize("temperature,packed", [(1.0, False), (0.7, False), (1.0, True)])
+def test_engine_logprobs_equal_a_teacher_forced_forward(lm, tokenizer, temperature, packed):
+    from alignkit.rollout.decoder import Decoder
+
     # 5 prompts x 3 samples through 4 slots: rows retire, slots are refilled and moved mid-run.
     engine = StaticCacheEngine(lm, tokenizer, max_batch=4, dtype=torch.float32)
+    engine.decoder = Decoder(lm, dtype=torch.float32, packed=packed)  # both weight layouts, whatever this CPU prefers
     rollouts = engine.generate(PROMPTS, n=3, max_new_tokens=10, temperature=temperature, seed=3)
     forward, sampled = teacher_forced_logps(lm, rollouts, tokenizer.pad_token_id, temperature)
     assert forward.numel() == rollouts.num_tokens == 15 * 10

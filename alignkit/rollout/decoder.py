@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from alignkit.rollout.projection import Projection, prefers_packed
 from alignkit.rollout.weights import effective_bias, effective_weight
 
 SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
@@ -46,18 +47,17 @@ def supports(model) -> bool:
 @dataclass
 class Layer:
     input_norm: torch.Tensor  # (H,)
-    qkv: torch.Tensor  # ((nh + 2·nkv)·hd, H)
-    qkv_bias: torch.Tensor | None
-    o: torch.Tensor  # (H, nh·hd)
+    qkv: Projection  # H → (nh + 2·nkv)·hd
+    o: Projection  # nh·hd → H
     post_norm: torch.Tensor  # (H,)
-    gate_up: torch.Tensor  # (2·I, H)
-    down: torch.Tensor  # (H, I)
+    gate_up: Projection  # H → 2·I
+    down: Projection  # I → H
 
 
 class Decoder:
     """Weights (copied, fused, in ``dtype``) and the KV cache of ``slots`` sequences of ≤ ``max_len`` tokens."""
 
-    def __init__(self, model, *, dtype: torch.dtype = torch.float32):
+    def __init__(self, model, *, dtype: torch.dtype = torch.float32, packed: bool | None = None):
         config = model.config
         self.dtype = dtype
         self.device = next(model.parameters()).device
@@ -66,6 +66,9 @@ class Decoder:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
         self.eps = config.rms_norm_eps
         self.rotary = model.model.rotary_emb  # HF's own: every rope scaling it knows
+        if packed is None:  # oneDNN-prepacked weights where they measure faster (CPU only)
+            packed = self.device.type == "cpu" and prefers_packed(dtype, config.hidden_size)
+        self.packed = packed
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.load_weights(model)
@@ -76,6 +79,7 @@ class Decoder:
         carry LoRA adapters (their deltas are added in, see ``effective_weight``)."""
         cast = lambda t: t.detach().to(device=self.device, dtype=self.dtype, copy=True).contiguous()  # noqa: E731
         w = effective_weight
+        project = lambda weight, bias=None: Projection(cast(weight), bias, packed=self.packed)  # noqa: E731
         # 1/√hd folded into the query rows: scores need no extra multiply per layer and step.
         scale = torch.ones(self.n_heads * self.head_dim + 2 * self.n_kv * self.head_dim)
         scale[: self.n_heads * self.head_dim] = self.head_dim**-0.5
@@ -89,19 +93,18 @@ class Decoder:
             self.layers.append(
                 Layer(
                     input_norm=cast(block.input_layernorm.weight),
-                    qkv=cast(torch.cat([w(attn.q_proj), w(attn.k_proj), w(attn.v_proj)]) * scale[:, None]),
-                    qkv_bias=bias,
-                    o=cast(w(attn.o_proj)),
+                    qkv=project(torch.cat([w(attn.q_proj), w(attn.k_proj), w(attn.v_proj)]) * scale[:, None], bias),
+                    o=project(w(attn.o_proj)),
                     post_norm=cast(block.post_attention_layernorm.weight),
-                    gate_up=cast(torch.cat([w(mlp.gate_proj), w(mlp.up_proj)])),
-                    down=cast(w(mlp.down_proj)),
+                    gate_up=project(torch.cat([w(mlp.gate_proj), w(mlp.up_proj)])),
+                    down=project(w(mlp.down_proj)),
                 )
             )
         embed = model.model.embed_tokens
         self.embed = cast(w(embed) if hasattr(embed, "base_layer") else embed.weight)  # (V, H)
         self.norm = cast(model.model.norm.weight)
         tied = getattr(model.lm_head, "weight", None) is embed.weight and not hasattr(model.lm_head, "base_layer")
-        self.lm_head = self.embed if tied else cast(w(model.lm_head))
+        self.lm_head = project(self.embed if tied else cast(w(model.lm_head)))
 
     def allocate(self, slots: int, max_len: int) -> None:
         """A zeroed cache for ``slots`` sequences of up to ``max_len`` tokens (reused when big enough)."""
@@ -126,7 +129,7 @@ class Decoder:
         Rope in place, q and k together: with rot(x) = cat(−x₂, x₁) = roll(x, hd/2)·[−1…, +1…],
             x·cos + rot(x)·sin  =  x·cos + roll(x)·signed_sin       (three ops, no temporaries for halves)
         """
-        qkv = F.linear(F.rms_norm(x, x.shape[-1:], layer.input_norm, self.eps), layer.qkv, layer.qkv_bias)
+        qkv = layer.qkv(F.rms_norm(x, x.shape[-1:], layer.input_norm, self.eps))
         qkv = qkv.unflatten(-1, (self.n_heads + 2 * self.n_kv, self.head_dim))
         qk = qkv[..., : self.n_heads + self.n_kv, :]
         rolled = qk.roll(self.head_dim // 2, dims=-1)
@@ -135,12 +138,12 @@ class Decoder:
 
     def _gated(self, layer: Layer, x: torch.Tensor) -> torch.Tensor:
         """silu(gate)·up of hidden states x (…, H): the MLP before its down projection."""
-        gate, up = F.linear(F.rms_norm(x, x.shape[-1:], layer.post_norm, self.eps), layer.gate_up).chunk(2, dim=-1)
+        gate, up = layer.gate_up(F.rms_norm(x, x.shape[-1:], layer.post_norm, self.eps)).chunk(2, dim=-1)
         return F.silu(gate).mul_(up)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 next-token logits (…, V) of final hidden states (…, H)."""
-        return F.linear(F.rms_norm(hidden, hidden.shape[-1:], self.norm, self.eps), self.lm_head).float()
+        return self.lm_head(F.rms_norm(hidden, hidden.shape[-1:], self.norm, self.eps)).float()
 
     @torch.no_grad()
     def prefill(self, token_ids: list[list[int]], slots: list[int]) -> torch.Tensor:
@@ -165,8 +168,8 @@ class Decoder:
             keys[slot_index, :, :width] = k
             values[slot_index, :, :width] = v
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True, scale=1.0)  # q is pre-scaled
-            x = x + F.linear(attn.transpose(1, 2).flatten(2), layer.o)
-            x = x + F.linear(self._gated(layer, x), layer.down)
+            x = layer.o.add_to(x, attn.transpose(1, 2).flatten(2))
+            x = layer.down.add_to(x, self._gated(layer, x))
         return x[torch.arange(len(token_ids), device=self.device), lengths - 1]
 
     @torch.no_grad()
@@ -217,6 +220,6 @@ class Decoder:
             q = qkv[:, :nh].reshape(batch * nkv, nh // nkv, hd)  # the query heads that share each kv head
             probs = torch.softmax(torch.baddbmm(mask, q, past_k.transpose(1, 2)), dim=-1)  # (B·nkv, group, L)
             attn = torch.bmm(probs, past_v).view(batch, nh * hd)
-            x = torch.addmm(x, attn, layer.o.t())  # x + attn·W_oᵀ in one op
-            x = torch.addmm(x, self._gated(layer, x), layer.down.t())
+            x = layer.o.add_to(x, attn)  # x + attn·W_oᵀ in one op
+            x = layer.down.add_to(x, self._gated(layer, x))
         return x

@@ -49,11 +49,13 @@ def sample_tokens(
     if temperature == 0:
         tokens = logits.argmax(-1)
         return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
-    scaled = logits / temperature
-    logprobs = torch.log_softmax(scaled, -1)
-    truncated = truncate_logits(scaled, top_k=top_k, top_p=top_p) if (top_k or top_p < 1.0) else scaled
-    probs = torch.softmax(truncated, -1).double()  # float64 cumsum: no drift over 50k terms
-    cdf = probs.cumsum(-1)  # (B, V)
+    scaled = logits / temperature if temperature != 1.0 else logits
+    log_norm = torch.logsumexp(scaled, -1, keepdim=True)  # (B, 1)
+    if top_k or top_p < 1.0:
+        probs = torch.softmax(truncate_logits(scaled, top_k=top_k, top_p=top_p), -1)
+    else:
+        probs = (scaled - log_norm).exp_()
+    cdf = probs.cumsum(-1, dtype=torch.float64)  # float64: no drift over 50k terms
     u = 1.0 - torch.rand(logits.shape[0], 1, generator=generator, dtype=torch.float64, device=logits.device)  # (0, 1]
     tokens = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
-    return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, (scaled.gather(-1, tokens[:, None]) - log_norm).squeeze(-1)
