@@ -10,7 +10,14 @@ Conventions:
   ``KL_ESTIMATORS``, ``ENSEMBLE_MODES``, ``GRPO_LOSS_TYPES``), never by an if/elif chain.
 """
 
-from alignkit.losses.grpo import GRPO_LOSS_TYPES, group_advantages, grpo_loss, rloo_advantages
+from alignkit.losses.grpo import (
+    GRPO_LOSS_TYPES,
+    IMPORTANCE_LEVELS,
+    group_advantages,
+    grpo_loss,
+    rloo_advantages,
+    truncated_importance_weights,
+)
 from alignkit.losses.kl import KL_ESTIMATORS, kl_penalty
 from alignkit.losses.kto import kto_kl_reference, kto_loss, kto_reference_point
 from alignkit.losses.ppo import (
@@ -52,6 +59,7 @@ from alignkit.losses.sft import sft_loss
 __all__ = [
     "ENSEMBLE_MODES",
     "GRPO_LOSS_TYPES",
+    "IMPORTANCE_LEVELS",
     "KL_ESTIMATORS",
     "PREFERENCE_ARGUMENTS",
     "PREFERENCE_LOSSES",
@@ -89,5 +97,6 @@ __all__ = [
     "sft_loss",
     "simpo_loss",
     "sum_across_processes",
+    "truncated_importance_weights",
     "whiten",
 ]

@@ -5,19 +5,38 @@ import torch
 from alignkit.losses.kl import kl_penalty
 from alignkit.losses.reduction import aggregate_token_losses, masked_mean
 
-__all__ = ["GRPO_LOSS_TYPES", "grpo_loss", "group_advantages", "rloo_advantages"]
+__all__ = ["GRPO_LOSS_TYPES", "IMPORTANCE_LEVELS", "grpo_loss", "group_advantages", "rloo_advantages",
+           "truncated_importance_weights"]
 
 # TRL GRPOTrainer ``loss_type`` -> our aggregation (TRL 1.16 default "dapo"). The normaliser TRL uses:
 #   grpo    -> "sequence_mean"        token mean per sequence, then mean over sequences (Shao et al. 2024)
 #   bnpo    -> "token_mean"           tokens of the local batch
 #   dapo    -> "token_mean"           normalizer = tokens of the whole generation batch (Yu et al. 2025)
 #   dr_grpo -> "constant_normalizer"  normalizer = batch_size · max_completion_length (Liu et al. 2025)
+#   gspo    -> "sequence_mean"        with a sequence-level importance ratio (Zheng et al. 2025; TRL
+#                                     loss_type="grpo", importance_sampling_level="sequence")
 GRPO_LOSS_TYPES: dict[str, str] = {
     "grpo": "sequence_mean",
     "bnpo": "token_mean",
     "dapo": "token_mean",
     "dr_grpo": "constant_normalizer",
+    "gspo": "sequence_mean",
 }
+
+
+def _token_log_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return log_ratio  # [B, T]: one ratio per token (PPO, GRPO)
+
+
+def _sequence_log_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # [B, 1]: the length-normalised sequence ratio (π/π_old)^(1/|o|) = exp(mean_t log ρ_t) (GSPO Eq. 7).
+    return masked_mean(log_ratio, mask, dim=-1).unsqueeze(-1)
+
+
+# Level of the importance ratio: name -> log ρ [B, T] (or [B, 1]) from the per-token log ratio and the mask.
+IMPORTANCE_LEVELS = {"token": _token_log_ratio, "sequence": _sequence_log_ratio}
+# Loss types whose ratio is not per token (every other name in GRPO_LOSS_TYPES is "token").
+_LOSS_TYPE_LEVEL = {"gspo": "sequence"}
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -78,6 +97,8 @@ def grpo_loss(
     beta: float = 0.0,
     aggregation: str = "token_mean",
     normalizer: float | torch.Tensor | None = None,
+    importance_level: str | None = None,
+    importance_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped GRPO objective with a k3 KL penalty (Shao et al. 2024, Eq. 3) and its DAPO / Dr. GRPO variants.
 
@@ -91,6 +112,13 @@ def grpo_loss(
     * ``"token_mean"``: TRL ``"bnpo"`` (local tokens) and ``"dapo"`` (pass ``normalizer`` = response tokens of
       the global batch, TRL's ``num_items_in_batch``).
     * ``"constant_normalizer"``: TRL ``"dr_grpo"`` with ``normalizer = batch_size * max_completion_length``.
+    * ``"gspo"``: ``"sequence_mean"`` with the sequence-level ratio (below).
+
+    ``importance_level`` (default: ``"sequence"`` for ``"gspo"``, else ``"token"``): ``"token"`` uses ρ_t;
+    ``"sequence"`` replaces every ρ_t of sequence i by s_i = exp(1/|o_i| Σ_t log ρ_t) (GSPO, Zheng et al.
+    2025, which clips s_i with ε ≈ 3e-4 / 4e-4). ``importance_weights`` ``[B, T]`` (detached, e.g. from
+    :func:`truncated_importance_weights`) multiply the clipped policy term per token, before the KL term is
+    added (TRL's vLLM importance-sampling correction).
 
     Args:
         logps: ``[B, T]`` log-probs of the sampled tokens under the current policy (with grad).
@@ -106,13 +134,18 @@ def grpo_loss(
         over ``mask``, as TRL): ``kl`` (when beta != 0), ``clip_ratio/low_mean``, ``clip_ratio/high_mean``,
         ``clip_ratio/region_mean``.
     """
+    importance_level = importance_level or _LOSS_TYPE_LEVEL.get(aggregation, "token")
     aggregation = GRPO_LOSS_TYPES.get(aggregation, aggregation)  # TRL loss_type names are accepted too
+    if importance_level not in IMPORTANCE_LEVELS:
+        raise ValueError(f"unknown importance_level {importance_level!r}; choose from {sorted(IMPORTANCE_LEVELS)}")
     epsilon_high = epsilon_low if epsilon_high is None else epsilon_high
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)
-    ratio = torch.exp(logps - old_logps)
+    ratio = torch.exp(IMPORTANCE_LEVELS[importance_level](logps - old_logps, mask))
     clipped_ratio = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
     per_token = -torch.min(ratio * advantages, clipped_ratio * advantages)
+    if importance_weights is not None:
+        per_token = per_token * importance_weights
     metrics: dict[str, torch.Tensor] = {}
     if beta != 0.0:
         if ref_logps is None:
@@ -128,3 +161,30 @@ def grpo_loss(
         metrics["clip_ratio/high_mean"] = masked_mean(high.float(), mask)
         metrics["clip_ratio/region_mean"] = masked_mean((low | high).float(), mask)
     return loss, metrics
+
+
+def truncated_importance_weights(
+    old_logps: torch.Tensor, sampling_logps: torch.Tensor, mask: torch.Tensor, *, cap: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Truncated importance sampling (TIS; Yao et al. 2025, "Your efficient RL framework secretly brings you
+    off-policy RL training"): tokens were drawn by an engine whose log-probs differ from the trainer's
+    (vLLM kernels, bf16 decoding), so the policy-gradient term is reweighted per token by
+
+        w_t = min(π_old(y_t) / π_sampling(y_t), C) = min(exp(log π_old - log π_sampling), C)
+
+    (TRL ``vllm_importance_sampling_mode="token_truncate"``, ``vllm_importance_sampling_clip_max`` = C).
+
+    Shapes: ``old_logps`` (the trainer's π_old), ``sampling_logps`` (the engine's) and ``mask`` ``[B, T]`` ->
+    weights ``[B, T]`` (detached; 1 off the mask) and metrics (token means over ``mask``): ``is/mismatch``
+    = mean |log π_old - log π_sampling|, ``is/weight_mean``, ``is/truncated`` (share of tokens at the cap).
+    """
+    with torch.no_grad():
+        log_ratio = (old_logps - sampling_logps) * mask
+        raw = torch.exp(log_ratio)
+        weights = torch.clamp(raw, max=cap)
+        metrics = {
+            "is/mismatch": masked_mean(log_ratio.abs(), mask),
+            "is/weight_mean": masked_mean(weights, mask),
+            "is/truncated": masked_mean((raw > cap).float(), mask),
+        }
+    return weights, metrics
