@@ -2,7 +2,8 @@
 
 A checkpoint holds what a run needs to continue bit-for-bit: the trainable parameters (full
 weights or only the LoRA adapter, whichever requires grad), optimizer and scheduler state, the
-RNG states and the optimizer step (the data position is derived from it). It is written to a
+RNG states, the optimizer step (the data position is derived from it) and, for an online
+method, its own state (the rollout buffer it is part-way through). It is written to a
 temporary directory and renamed into place, so a kill mid-save never leaves a broken one, and
 loading uses safetensors and ``torch.load(weights_only=True)`` only.
 """
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from alignkit.atomic import atomic_directory
 
 STATE_FILE = "trainer_state.json"
+METHOD_STATE_FILE = "method_state.pt"
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -44,8 +46,12 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
 
 
-def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, *, keep: int = 2) -> Path:
-    """Write ``root/step-{step}`` atomically and keep only the newest ``keep`` checkpoints."""
+def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, *, keep: int = 2,
+                    method_state: dict | None = None) -> Path:
+    """Write ``root/step-{step}`` atomically and keep only the newest ``keep`` checkpoints.
+
+    ``method_state``: tensors, numbers, strings and containers of them (``torch.load`` with
+    ``weights_only=True`` reads it back), given back to the method on resume."""
     final = root / f"step-{step}"
     with atomic_directory(final) as tmp:
         save_file(trainable_state(model), tmp / "trainable.safetensors")
@@ -53,6 +59,8 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, *, keep:
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
             tmp / "optim.pt",
         )
+        if method_state is not None:
+            torch.save(method_state, tmp / METHOD_STATE_FILE)
         (tmp / STATE_FILE).write_text(json.dumps({"step": step}))
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -67,8 +75,9 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> int:
-    """Restore a checkpoint into live objects and return its optimizer step."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, *, method=None) -> int:
+    """Restore a checkpoint into live objects and return its optimizer step; ``method``, when given,
+    gets its saved state through ``method.load_state_dict``."""
     weights = load_file(path / "trainable.safetensors")
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(weights) != expected:
@@ -81,4 +90,8 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> int:
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
+    if method is not None:
+        if not (path / METHOD_STATE_FILE).exists():
+            raise ValueError(f"{path}: no {METHOD_STATE_FILE}; this checkpoint was not written by an online method")
+        method.load_state_dict(torch.load(path / METHOD_STATE_FILE, weights_only=True))
     return json.loads((path / STATE_FILE).read_text())["step"]

@@ -7,6 +7,12 @@ length-grouped batches) and ``batch_totals(batch)``. The loop owns everything el
 accumulation, all-reduce across processes, clipping, the NaN guard, schedule, checkpoints,
 resume, logging and progress.
 
+An *online* method (GRPO, PPO, ...) draws each step's items from its own rollout buffer, which
+it refills from the current policy every few steps: it supplies ``step_items(step, topo)`` (this
+process's items of optimizer step ``step``, possibly fewer than a full batch) and
+``steps_per_epoch`` instead of a fixed ``train_items`` order, and ``state_dict()`` /
+``load_state_dict(state)`` so that a checkpoint holds the buffer and resume is exact.
+
 Exact reduction (``alignkit/losses/reduction.py``): before a step, the loop collates every
 micro-batch and sums, over the whole global batch (all micro-batches, all processes), what the
 losses divide by: ``examples`` always, plus whatever ``batch_totals(batch)`` returns (response
@@ -122,6 +128,12 @@ def micro_batches(items: Sequence, step: int, cfg: RunConfig, topo: Topology, st
     return [[items[i] for i in mine[k * size : (k + 1) * size]] for k in range(cfg.grad_accum)]
 
 
+def split_items(items: Sequence, parts: int) -> list[list]:
+    """``items`` cut into ``parts`` contiguous micro-batches of near-equal size (some may be empty)."""
+    bounds = [round(k * len(items) / parts) for k in range(parts + 1)]
+    return [list(items[bounds[k] : bounds[k + 1]]) for k in range(parts)]
+
+
 def _any_process(flag: bool, topo: Topology) -> bool:
     if topo.world == 1:
         return flag
@@ -182,7 +194,8 @@ def fit(method: Method, cfg: RunConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
 
-    steps_per_epoch = len(method.train_items) // cfg.batch_size
+    online = hasattr(method, "step_items")  # items come from the method's rollout buffer
+    steps_per_epoch = method.steps_per_epoch if online else len(method.train_items) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"{len(method.train_items)} training examples is fewer than one batch of {cfg.batch_size}")
     if cfg.batch_size % (topo.world * cfg.grad_accum):
@@ -197,7 +210,8 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     start = 0
     if cfg.resume and list_checkpoints(ckpt_root):
         latest = list_checkpoints(ckpt_root)[-1]
-        start = load_checkpoint(latest, method.model, optimizer, scheduler)
+        start = load_checkpoint(latest, method.model, optimizer, scheduler,
+                                method=method if hasattr(method, "load_state_dict") else None)
         log.info("resumed from %s at step %d", latest, start)
         if topo.is_main:
             truncate_metrics(out / "metrics.jsonl", start)
@@ -210,7 +224,11 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     last: dict[str, float] = {}
     t0 = time.time()
     for step in range(start, total_steps):
-        micro = micro_batches(method.train_items, step, cfg, topo, steps_per_epoch, lengths)
+        step_start = time.perf_counter()
+        if online:
+            micro = split_items(method.step_items(step, topo), cfg.grad_accum)
+        else:
+            micro = micro_batches(method.train_items, step, cfg, topo, steps_per_epoch, lengths)
         batches = [method.collate(items) for items in micro]
         totals = global_totals(method, micro, batches, topo)
         sums: dict[str, float] = {}
@@ -247,15 +265,17 @@ def fit(method: Method, cfg: RunConfig) -> dict:
 
         done = step + 1
         last = _step_metrics(step_loss, sums, counts, topo)
-        last.update(grad_norm=grad_norm.item(), lr=scheduler.get_last_lr()[0], epoch=done / steps_per_epoch)
+        last.update(grad_norm=grad_norm.item(), lr=scheduler.get_last_lr()[0], epoch=done / steps_per_epoch,
+                    **{"time/step": time.perf_counter() - step_start})
         if done % cfg.log_every == 0 or done == total_steps:
             logger.log(last, step=done)
-        bar.set_postfix({k: f"{last[k]:.4g}" for k in ("loss", "rewards/margins", "rewards/accuracies") if k in last})
+        bar.set_postfix({k: f"{last[k]:.4g}" for k in ("loss", "rewards/margins", "rewards/accuracies", "reward") if k in last})
         bar.update(1)
         if cfg.eval_every and done % cfg.eval_every == 0 and done != total_steps:
             _evaluate(method, logger, done)
         if cfg.save_every and done % cfg.save_every == 0 and topo.is_main:
-            save_checkpoint(ckpt_root, done, method.model, optimizer, scheduler, keep=cfg.keep_checkpoints)
+            save_checkpoint(ckpt_root, done, method.model, optimizer, scheduler, keep=cfg.keep_checkpoints,
+                            method_state=method.state_dict() if hasattr(method, "state_dict") else None)
     bar.close()
 
     final_eval = _evaluate(method, logger, total_steps)
