@@ -1,11 +1,12 @@
-"""Datasets that ship inside the package, addressable by name (``--data hhh``, ``--eval-data hhh:test``)."""
+"""Datasets that ship inside the package, addressable by name (``--data hhh``, ``--eval-data hhh:test``,
+``--prompts arith``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 ROOT = Path(__file__).parent
-BUNDLED = {"hhh": ROOT / "hhh"}
+BUNDLED = {"hhh": ROOT / "hhh", "arith": ROOT / "arith"}
 
 
 def bundled_files(spec: str) -> list[Path] | None:

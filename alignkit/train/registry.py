@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from alignkit.train.config import RunConfig
 from alignkit.train.dpo import DPOConfig, run_dpo
+from alignkit.train.grpo import GRPOConfig, run_grpo
 from alignkit.train.kto import KTOConfig, run_kto
 from alignkit.train.rm import RMConfig, run_rm
 from alignkit.train.sft import SFTConfig, run_sft
@@ -59,6 +60,7 @@ METHODS: dict[str, MethodSpec] = {
     "rm": MethodSpec(RMConfig, run_rm, "Bradley-Terry reward model: a scalar head on the LM, trained on preference pairs."),
     "dpo": MethodSpec(DPOConfig, run_dpo, "Direct preference optimisation and its family (IPO, cDPO, hinge, RPO, SimPO, ORPO)."),
     "kto": MethodSpec(KTOConfig, run_kto, "KTO on unpaired thumbs-up / thumbs-down feedback."),
+    "grpo": MethodSpec(GRPOConfig, run_grpo, "GRPO / RLVR: G samples per prompt, group-relative advantages, verifiable rewards."),
 }
 
 

@@ -1,0 +1,351 @@
+"""GRPO / RLVR (Shao et al. 2024, DeepSeekMath; DeepSeek-R1): group-relative policy optimisation
+on rewards that are checked, not learned, with the DAPO, Dr. GRPO, BNPO and GSPO variants.
+
+A round, every ``steps_per_generation × num_iterations`` optimizer steps::
+
+    P prompts ──► engine: G samples each (+ sampling log-probs)      P = batch_size · steps_per_generation / G
+              ──► reward functions (weighted, each logged)
+              ──► group advantages (r − mean) / std per prompt     losses.group_advantages
+              ──► groups whose rewards are all equal: dropped, or resampled from fresh prompts
+              ──► π_old (a trainer forward, when the buffer serves several steps), π_ref (if β > 0)
+    then steps: a shuffled 1/steps_per_generation of the buffer each, num_iterations passes,
+    the clipped loss by name (losses.grpo_loss), truncated importance weights for the engine's
+    log-prob mismatch. The loop (train/loop.py) does the rest: accumulation, clipping, the NaN
+    guard, checkpoints (the buffer is in them: resume is exact), logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from alignkit.losses import GRPO_LOSS_TYPES, group_advantages, grpo_loss, truncated_importance_weights
+from alignkit.train.config import RunConfig
+from alignkit.train.online import (
+    PromptRow,
+    RolloutRow,
+    build_reward_set,
+    collate_rows,
+    completion_for_reward,
+    completion_logps,
+    load_prompts,
+    reward_columns,
+    round_seed,
+    rows_from_state,
+    rows_to_state,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GRPOConfig(RunConfig):
+    """A GRPO run on prompts with verifiable rewards."""
+
+    prompts: str | None = None
+    """Prompts (JSONL/JSON/CSV/Parquet: `prompt`, optional `answer` and other columns the rewards read) or the bundled `arith`; default: `data`."""
+    reward: list[str] = ["math"]
+    """Reward functions: names in alignkit.rewards.REWARD_FUNCTIONS or `module:function` (TRL's protocol)."""
+    reward_weights: list[float] = []
+    """One weight per reward, in order (default: 1 each)."""
+    num_generations: int = Field(8, ge=2)
+    """Completions sampled per prompt (G)."""
+    batch_size: int = Field(16, ge=1)
+    """Completions per optimizer step (the global batch)."""
+    loss_type: Literal[tuple(GRPO_LOSS_TYPES)] = "dapo"  # the choices are the loss table's names
+    """Loss variant: a name in alignkit.losses.GRPO_LOSS_TYPES (grpo, bnpo, dapo, dr_grpo, gspo)."""
+    lr: float = Field(1e-6, gt=0)
+    """Peak learning rate (TRL's GRPO default; raise it for LoRA)."""
+    steps_per_generation: int = Field(1, ge=1)
+    """Optimizer steps that share one generation batch of batch_size × steps_per_generation completions."""
+    num_iterations: int = Field(1, ge=1)
+    """Passes (μ) over each generation batch; after the first, the clipped ratio to π_old matters."""
+    epsilon: float = Field(0.2, gt=0)
+    """Lower clip range ε_low of the ratio (GSPO: 3e-4)."""
+    epsilon_high: float | None = Field(None, gt=0)
+    """Upper clip range ε_high (DAPO's clip-higher: 0.28; GSPO: 4e-4); default: epsilon."""
+    beta: float = Field(0.0, ge=0)
+    """Coefficient of the k3 KL to the reference (0: no reference model, as current practice; DeepSeekMath: 0.04)."""
+    reference: Literal["auto", "copy", "adapter"] = "auto"
+    """The reference when beta > 0: auto = the adapter-disabled base with LoRA, else a frozen copy."""
+    scale_rewards: bool = True
+    """Divide advantages by the group's reward std (off: Dr. GRPO's mean-only advantages)."""
+    zero_signal: Literal["keep", "drop", "resample"] = "drop"
+    """Groups whose rewards are all equal (zero advantage): keep, drop from the buffer, or replace from fresh prompts (DAPO)."""
+    resample_attempts: int = Field(2, ge=1)
+    """With zero_signal=resample: extra generations per round at most."""
+    old_logps: Literal["trainer", "sampling"] = "trainer"
+    """π_old: the trainer's log-probs (with a truncated importance weight for the engine's mismatch) or the engine's own."""
+    is_cap: float | None = Field(3.0, gt=0)
+    """Truncation C of the importance weight min(π_old/π_sampling, C) (TRL's default 3.0; none: no correction)."""
+    max_new_tokens: int = Field(128, ge=1)
+    """Longest completion sampled (tokens)."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the rollouts."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling of the rollouts (1: off)."""
+    top_k: int = Field(0, ge=0)
+    """Top-k sampling of the rollouts (0: off)."""
+    rollout_backend: Literal["auto", "static", "hf", "vllm"] = "auto"
+    """Rollout engine: auto = vLLM on CUDA when installed, the static-cache CPU engine for Llama-family models, else HF generate."""
+    rollout_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Engine dtype: auto = bf16 where this machine runs it measurably faster (the mismatch is then corrected)."""
+    rollout_batch: int = Field(64, ge=1)
+    """Sequences the engine decodes at once."""
+    eval_limit: int | None = Field(None, ge=1)
+    """Held-out prompts scored per evaluation (default: all of eval_data)."""
+    eval_temperature: float = Field(0.0, ge=0)
+    """Sampling temperature for held-out evaluation (0: greedy)."""
+
+    @model_validator(mode="after")
+    def _check_grpo(self):
+        generation = self.batch_size * self.steps_per_generation
+        if generation % self.num_generations:
+            raise ValueError(f"batch_size × steps_per_generation = {generation} completions must be a multiple of "
+                             f"num_generations={self.num_generations}")
+        if self.reward_weights and len(self.reward_weights) != len(self.reward):
+            raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.reward)} rewards")
+        if not self.reward:
+            raise ValueError("name at least one reward")
+        return self
+
+
+def _normalizers(cfg: GRPOConfig) -> dict:
+    # What the aggregation of GRPO_LOSS_TYPES divides by, over the optimizer step's global batch.
+    return {
+        "sequence_mean": lambda totals: totals["examples"],
+        "token_mean": lambda totals: totals["tokens"],
+        "constant_normalizer": lambda totals: totals["examples"] * cfg.max_new_tokens,
+    }
+
+
+@dataclass
+class GRPOMethod:
+    cfg: GRPOConfig
+    model: torch.nn.Module
+    tokenizer: object
+    train_items: list[PromptRow]  # the prompts (the loop reads only their count)
+    eval_items: list[PromptRow] = field(default_factory=list)
+
+    def __post_init__(self):
+        from alignkit.rollout import make_engine
+        from alignkit.train.lora import is_peft
+        from alignkit.train.reference import Reference
+
+        cfg = self.cfg
+        self.rewards = build_reward_set(cfg.reward, cfg.reward_weights)
+        self.group_size = cfg.num_generations
+        self.prompts_per_round = cfg.batch_size * cfg.steps_per_generation // cfg.num_generations
+        self.steps_per_round = cfg.steps_per_generation * cfg.num_iterations
+        if len(self.train_items) < self.prompts_per_round:
+            raise ValueError(f"{len(self.train_items)} prompts is fewer than one generation batch of {self.prompts_per_round}")
+        # Steps of one pass over the prompts (resampled prompts count as used).
+        self.steps_per_epoch = len(self.train_items) // self.prompts_per_round * self.steps_per_round
+        dtype = cfg.rollout_dtype if cfg.rollout_dtype == "auto" else getattr(torch, cfg.rollout_dtype)
+        self.engine = make_engine(self.model, self.tokenizer, backend=cfg.rollout_backend, max_batch=cfg.rollout_batch, dtype=dtype)
+        self.reference = None
+        if cfg.beta > 0:
+            mode = cfg.reference if cfg.reference != "auto" else ("adapter" if is_peft(self.model) else "copy")
+            self.reference = Reference(mode, self.model, lambda model, rows: completion_logps(model, rows, self.pad_id))
+        self.normalizer = _normalizers(cfg)[GRPO_LOSS_TYPES[cfg.loss_type]]
+        # The rollout buffer and where the prompt stream stands: the method's checkpointed state.
+        self.round, self.cursor, self.rows, self.round_metrics = -1, 0, [], {}
+        self.buffer_world = 1  # processes that shared the round whose rows these are
+        self.pending: dict[str, float] = {}  # timings of a generation, logged once, on its step
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    # --- the rollout buffer ------------------------------------------------------------------
+
+    def step_items(self, step: int, topo) -> list[RolloutRow]:
+        """This process's rows for optimizer step ``step``: the round's buffer (generated when the
+        round starts), shuffled per pass, its ``k``-th part of ``steps_per_generation``."""
+        from alignkit.train.loop import split_items
+
+        round_index, k = divmod(step, self.steps_per_round)
+        if round_index != self.round:
+            self.fill(round_index, topo)
+        elif self.buffer_world != topo.world:
+            raise ValueError(f"resuming in the middle of a round needs each process's buffer, and the checkpoint holds "
+                             f"rank 0's of {self.buffer_world}: with several processes, checkpoint at round boundaries "
+                             f"(save_every a multiple of steps_per_generation × num_iterations = {self.steps_per_round})")
+        passes, part = divmod(k, self.cfg.steps_per_generation)
+        generator = torch.Generator().manual_seed(round_seed(self.cfg.seed, round_index, passes, 7))
+        order = torch.randperm(len(self.rows), generator=generator).tolist()
+        return split_items([self.rows[i] for i in order], self.cfg.steps_per_generation)[part]
+
+    def prompt(self, position: int) -> PromptRow:
+        """Prompt number ``position`` of the stream: epoch after epoch, each a seeded permutation."""
+        from alignkit.train.loop import epoch_order
+
+        epoch, index = divmod(position, len(self.train_items))
+        return self.train_items[epoch_order(len(self.train_items), epoch, self.cfg.seed)[index]]
+
+    def fill(self, round_index: int, topo) -> None:
+        """Sample, score and keep the groups of round ``round_index`` (this process's share of prompts)."""
+        from alignkit.rewards.combine import RewardResult
+        from alignkit.train.loop import _any_process
+
+        cfg, G = self.cfg, self.group_size
+        per_process = self.prompts_per_round // topo.world
+        timings = {"time/generate": 0.0, "time/reward": 0.0, "time/score": 0.0}
+        start = time.perf_counter()
+        self.engine.load_weights(self.model)  # engines that keep their own copy take the current weights
+        timings["time/generate"] += time.perf_counter() - start
+        kept: list[RolloutRow] = []
+        kept_groups = generated_groups = zero_groups = 0
+        results, lengths, truncated = [], [], 0
+        attempts = 1 + (cfg.resample_attempts if cfg.zero_signal == "resample" else 0)
+        for attempt in range(attempts):
+            missing = per_process - kept_groups
+            if attempt and not _any_process(missing > 0, topo):
+                break
+            block = [self.prompt(self.cursor + topo.rank * per_process + i) for i in range(per_process)]
+            self.cursor += per_process * topo.world  # every process advances alike, whatever it used
+            chosen = block[:missing] if attempt else block
+            if not chosen:
+                continue
+            start = time.perf_counter()
+            rollouts = self.engine.generate(
+                [p.prompt_ids for p in chosen], n=G, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                top_p=cfg.top_p, top_k=cfg.top_k, seed=round_seed(cfg.seed, round_index, attempt, topo.rank))
+            timings["time/generate"] += time.perf_counter() - start
+            start = time.perf_counter()
+            result = self.rewards(
+                prompts=[chosen[i].prompt for i in rollouts.prompt_index],
+                completions=[completion_for_reward(chosen[i].prompt, t) for i, t in zip(rollouts.prompt_index, rollouts.texts)],
+                completion_ids=rollouts.completion_ids, **reward_columns(chosen, rollouts.prompt_index))
+            timings["time/reward"] += time.perf_counter() - start
+            rewards = torch.tensor(result.total, dtype=torch.float64)
+            advantages = group_advantages(rewards, group_size=G, scale_by_std=cfg.scale_rewards)
+            grouped = rewards.view(-1, G)
+            signal = (grouped.max(dim=1).values != grouped.min(dim=1).values).tolist()
+            results.append(result)
+            lengths += [len(c) for c in rollouts.completion_ids]
+            truncated += rollouts.finish_reasons.count("length")
+            generated_groups += len(signal)
+            zero_groups += signal.count(False)
+            for g, has_signal in enumerate(signal):
+                if (cfg.zero_signal != "keep" and not has_signal) or kept_groups >= per_process:
+                    continue
+                kept_groups += 1
+                kept += [RolloutRow(rollouts.prompt_ids[r], rollouts.completion_ids[r], rollouts.logprobs[r], float(advantages[r]))
+                         for r in range(g * G, (g + 1) * G)]
+        start = time.perf_counter()
+        if cfg.old_logps == "trainer" and self.steps_per_round > 1 and kept:
+            # The buffer serves several steps: π_old is the policy that sampled it, before any of them.
+            for row, logps in zip(kept, completion_logps(self.model, kept, self.pad_id)):
+                row.old_logps = logps
+        if self.reference is not None and kept:
+            for row, logps in zip(kept, self.reference.logps(kept)):
+                row.ref_logps = logps
+        timings["time/score"] += time.perf_counter() - start
+
+        merged = RewardResult(
+            total=[v for r in results for v in r.total],
+            per_function={name: [v for r in results for v in r.per_function[name]] for name in self.rewards.functions},
+            weights=self.rewards.weights,
+            not_applicable={name: sum(r.not_applicable.get(name, 0) for r in results) for name in self.rewards.functions},
+            non_finite={name: sum(r.non_finite.get(name, 0) for r in results) for name in self.rewards.functions},
+            unscored_rows=sum(r.unscored_rows for r in results),
+        )
+        self.round, self.rows, self.buffer_world = round_index, kept, topo.world
+        self.round_metrics = {
+            **merged.metrics(),
+            "zero_std_groups": zero_groups / max(generated_groups, 1),
+            "buffer/groups": float(kept_groups),
+            "completion_length": sum(lengths) / max(len(lengths), 1),
+            "completion_length/max": float(max(lengths, default=0)),
+            "completions/truncated": truncated / max(len(lengths), 1),
+        }
+        self.pending = timings
+
+    # --- the loss ----------------------------------------------------------------------------
+
+    def collate(self, rows: list[RolloutRow]) -> dict:
+        batch = collate_rows(rows, self.pad_id)
+        return {k: v.to(self.model.device) for k, v in batch.items()}
+
+    @staticmethod
+    def batch_totals(batch) -> dict[str, float]:
+        """Completion tokens (the token-mean variants divide by the global batch's count)."""
+        return {"tokens": float(batch["response_mask"].sum())}
+
+    def loss(self, batch, totals: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        metrics = {**self.round_metrics, **self.pending}
+        self.pending = {}  # timings once per generation, on the first micro-batch after it
+        if batch["input_ids"].shape[0] == 0:  # every group of this step was dropped: nothing to learn
+            return torch.zeros((), requires_grad=True), metrics
+        from alignkit.models.logprobs import response_token_logps
+
+        cfg, mask = self.cfg, batch["response_mask"]
+        logps = response_token_logps(self.model, batch["input_ids"], batch["attention_mask"], mask)  # (B, T)
+        trainer_old = batch["old_logps"] if "old_logps" in batch else logps.detach()  # on-policy: π_old = π_θ
+        old = batch["sampling_logps"] if cfg.old_logps == "sampling" else trainer_old
+        weights, is_metrics = truncated_importance_weights(trainer_old, batch["sampling_logps"], mask, cap=cfg.is_cap or math.inf)
+        totals = totals or {"examples": mask.shape[0], "tokens": float(mask.sum())}
+        loss, loss_metrics = grpo_loss(
+            logps=logps, old_logps=old, advantages=batch["advantages"], mask=mask, ref_logps=batch.get("ref_logps"),
+            epsilon_low=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta, aggregation=cfg.loss_type,
+            normalizer=max(float(self.normalizer(totals)), 1.0),
+            importance_weights=weights if cfg.old_logps == "trainer" and cfg.is_cap is not None else None)
+        metrics.update({k: float(v) for k, v in {**loss_metrics, **is_metrics}.items()})
+        return loss, metrics
+
+    # --- evaluation and saving ---------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out prompts, one completion each (greedy by default): the rewards' means (the
+        ``math`` reward's mean is pass@1) and the completion length."""
+        prompts = self.eval_items[: self.cfg.eval_limit]
+        if not prompts:
+            return {}
+        self.engine.load_weights(self.model)
+        rollouts = self.engine.generate([p.prompt_ids for p in prompts], n=1, max_new_tokens=self.cfg.max_new_tokens,
+                                        temperature=self.cfg.eval_temperature, seed=self.cfg.seed)
+        result = self.rewards(
+            prompts=[p.prompt for p in prompts],
+            completions=[completion_for_reward(p.prompt, t) for p, t in zip(prompts, rollouts.texts)],
+            completion_ids=rollouts.completion_ids, **reward_columns(prompts, rollouts.prompt_index))
+        return {**result.metrics(), "completion_length": rollouts.num_tokens / len(prompts)}
+
+    def save(self, directory: Path) -> None:
+        from alignkit.train.setup import save_run_model
+
+        save_run_model(self.model, self.tokenizer, directory, self.cfg)
+
+    def state_dict(self) -> dict:
+        """The buffer and the prompt stream's position: resuming mid-round trains on the same rows."""
+        return {"round": self.round, "cursor": self.cursor, "rows": rows_to_state(self.rows),
+                "round_metrics": dict(self.round_metrics), "world": self.buffer_world}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.round, self.cursor, self.buffer_world = int(state["round"]), int(state["cursor"]), int(state["world"])
+        self.rows, self.round_metrics = rows_from_state(state["rows"]), dict(state["round_metrics"])
+
+
+def build_grpo(cfg: GRPOConfig) -> GRPOMethod:
+    from alignkit.train.setup import prepare_model, sample_examples
+
+    spec = cfg.prompts or cfg.data
+    if spec is None:
+        raise ValueError("no prompts: pass --prompts FILE (or --prompts arith for the bundled arithmetic task)")
+    model, tokenizer = prepare_model(cfg)
+    max_prompt = cfg.max_prompt_length or cfg.max_length // 2
+    train = sample_examples(load_prompts(spec, tokenizer, max_prompt_length=max_prompt, skip_invalid=cfg.skip_invalid), cfg)
+    evaluation = load_prompts(cfg.eval_data, tokenizer, max_prompt_length=max_prompt) if cfg.eval_data else []
+    return GRPOMethod(cfg, model, tokenizer, train, evaluation)
+
+
+def run_grpo(cfg: GRPOConfig) -> dict:
+    from alignkit.train.loop import fit
+
+    return fit(build_grpo(cfg), cfg)

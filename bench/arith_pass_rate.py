@@ -1,0 +1,82 @@
+"""Base pass rate of a model on arithmetic levels at temperature 1 (sizing the bundled ``arith`` task).
+
+    python bench/arith_pass_rate.py --levels add1 add21 add2 --prompts 32 --n 2 --max-new-tokens 64
+
+Samples ``n`` completions of ``prompts`` seeded problems per level with the rollout engine and
+scores them with the ``math`` reward (the final answer after 'Answer:' or elsewhere, math-verify).
+Prints one line per level: pass rate with a 95% Wilson interval, samples, tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+
+import torch
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def main() -> None:
+    from alignkit.datasets.arith import LEVELS, rows
+    from alignkit.models import load_policy, load_tokenizer
+    from alignkit.rewards import math_answer
+    from alignkit.rollout import make_engine
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--levels", nargs="+", default=list(LEVELS))
+    parser.add_argument("--split", help="Score a bundled split instead (e.g. arith:test); --prompts caps its rows.")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--n", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    tokenizer = load_tokenizer(args.model)
+    model = load_policy(args.model)
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    engine = make_engine(model, tokenizer, dtype=dtype)
+    print(f"engine {type(engine).__name__} dtype {getattr(engine, 'dtype', '?')}")
+    for name in [args.split] if args.split else args.levels:
+        if args.split:
+            import json
+
+            from alignkit.train.setup import data_files
+
+            data = [json.loads(line) for f in data_files(args.split) for line in open(f)][: args.prompts]
+        else:
+            level = LEVELS[name]
+            problems = [(a, b) for a, b in level.problems() if level.symbol != "-" or a > b]
+            picked = random.Random(args.seed).sample(problems, args.prompts)
+            data = [rows(level, a, b, "bench", i) for i, (a, b) in enumerate(picked)]
+        start = time.perf_counter()
+        out = engine.generate([d["prompt"] for d in data], n=args.n, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, seed=args.seed)
+        seconds = time.perf_counter() - start
+        answers = [data[i]["answer"] for i in out.prompt_index]
+        scores = math_answer(prompts=[data[i]["prompt"] for i in out.prompt_index], completions=out.texts, answer=answers)
+        k, n = sum(s == 1.0 for s in scores), len(scores)
+        low, high = wilson(k, n)
+        hinted = sum("Answer:" in t for t in out.texts)
+        print(f"{name}: pass {k}/{n} = {k / n:.1%} (95% CI {low:.1%}-{high:.1%}); 'Answer:' in {hinted}/{n}; "
+              f"{out.num_tokens} tokens in {seconds:.1f}s ({out.num_tokens / seconds:.0f} tok/s); "
+              f"length-capped {out.finish_reasons.count('length')}")
+        print("   e.g.", repr(out.texts[0][:160]))
+
+
+if __name__ == "__main__":
+    main()
