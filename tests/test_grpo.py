@@ -152,6 +152,26 @@ def test_every_group_dropped_gives_a_zero_step(tmp_path):
     assert summary["train"]["loss"] == 0.0 and summary["train"]["zero_std_groups"] == 1.0
 
 
+def test_lora_reference_is_the_adapter_disabled_base(tmp_path):
+    from alignkit.train.lora import apply_lora
+
+    cfg = _cfg(tmp_path, beta=0.04, lora_r=4)
+    model, tokenizer = tiny_model(seed=0)
+    model = apply_lora(model, cfg)
+    with torch.no_grad():  # a trained-looking adapter, so policy and base differ
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    method = GRPOMethod(cfg, model, tokenizer, _prompts(tokenizer, ("signal", "signal")))
+    assert method.reference.mode == "adapter" and method.reference.frozen is None  # one copy of the weights
+    rows = method.step_items(0, Topology())
+    with model.disable_adapter():
+        base = completion_logps(model, rows, method.pad_id)
+    policy = completion_logps(model, rows, method.pad_id)
+    assert [r.ref_logps for r in rows] == base
+    assert not all(torch.allclose(torch.tensor(a), torch.tensor(b)) for a, b in zip(policy, base))
+
+
 # --- training and resume ---------------------------------------------------------------------------
 
 
