@@ -223,3 +223,22 @@ def test_vllm_engine_pieces_without_vllm(lm, tokenizer):
     except ImportError:
         with pytest.raises(ImportError, match="pip install vllm"):
             make_engine(lm, tokenizer, backend="vllm")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_projection_equals_linear_for_any_row_count(dtype):
+    from alignkit.rollout.projection import Projection
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(24, 16, dtype=dtype), torch.randn(24, dtype=dtype)
+    packed = Projection(weight.clone(), bias, packed=True, rows=4)
+    tolerance = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=0.1, rtol=0.02)
+    for shape in [(1, 16), (4, 16), (5, 16), (2, 7, 16)]:  # fewer, exactly, more rows than a block; a 3-D batch
+        x = torch.randn(*shape, dtype=dtype)
+        residual = torch.randn(*shape[:-1], 24, dtype=dtype)
+        torch.testing.assert_close(packed(x).float(), torch.nn.functional.linear(x, weight, bias).float(), **tolerance)
+        torch.testing.assert_close(packed.add_to(residual, x).float(), (residual + torch.nn.functional.linear(x, weight, bias)).float(), **tolerance)
+    packed.repack(8)
+    assert packed.rows == 8
+    x = torch.randn(3, 16, dtype=dtype)
+    torch.testing.assert_close(packed(x).float(), torch.nn.functional.linear(x, weight, bias).float(), **tolerance)

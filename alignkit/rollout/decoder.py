@@ -106,8 +106,14 @@ class Decoder:
         tied = getattr(model.lm_head, "weight", None) is embed.weight and not hasattr(model.lm_head, "base_layer")
         self.lm_head = project(self.embed if tied else cast(w(model.lm_head)))
 
+    def projections(self) -> list[Projection]:
+        return [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)] + [self.lm_head]
+
     def allocate(self, slots: int, max_len: int) -> None:
-        """A zeroed cache for ``slots`` sequences of up to ``max_len`` tokens (reused when big enough)."""
+        """A zeroed cache for ``slots`` sequences of up to ``max_len`` tokens (reused when big enough);
+        packed weights re-packed for blocks of ``slots`` rows, the decode batch."""
+        for projection in self.projections():
+            projection.repack(slots)
         shape = (slots, self.n_kv, max_len, self.head_dim)
         if self.keys and self.keys[0].shape[0] == slots and self.keys[0].shape[2] >= max_len:
             return
