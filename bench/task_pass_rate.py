@@ -1,15 +1,19 @@
-"""Base pass rate of a model on arithmetic levels at temperature 1 (sizing the bundled ``arith`` task).
+"""Base pass rate of a model on a verifiable task at temperature 1 (sizing the bundled tasks).
 
-    python bench/arith_pass_rate.py --levels add1 add21 add2 --prompts 32 --n 2 --max-new-tokens 64
+    python bench/task_pass_rate.py --levels add1 add20 add2 --prompts 32 --n 2 --max-new-tokens 64
+    python bench/task_pass_rate.py --split arith:test --prompts 200 --n 1
+    python bench/task_pass_rate.py --split constraints:test --reward constraints --max-new-tokens 96
 
-Samples ``n`` completions of ``prompts`` seeded problems per level with the rollout engine and
-scores them with the ``math`` reward (the final answer after 'Answer:' or elsewhere, math-verify).
-Prints one line per level: pass rate with a 95% Wilson interval, samples, tokens/s.
+Samples ``n`` completions per prompt with the rollout engine — of seeded arithmetic problems per
+level, or of a bundled split's rows — and scores them with a reward (default ``math``: the final
+answer after 'Answer:' or elsewhere, math-verify). A completion passes when its reward is 1.
+Prints one line per level or split: pass rate with a 95% Wilson interval, mean reward, tokens/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import time
@@ -29,11 +33,12 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def main() -> None:
     from alignkit.datasets.arith import LEVELS, rows
     from alignkit.models import load_policy, load_tokenizer
-    from alignkit.rewards import math_answer
+    from alignkit.rewards import get_reward_function
     from alignkit.rollout import make_engine
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--reward", default="math", help="A name in alignkit.rewards.REWARD_FUNCTIONS.")
     parser.add_argument("--levels", nargs="+", default=list(LEVELS))
     parser.add_argument("--split", help="Score a bundled split instead (e.g. arith:test); --prompts caps its rows.")
     parser.add_argument("--prompts", type=int, default=32)
@@ -43,6 +48,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save", help="Write every completion with its row and score to this JSONL file.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -53,8 +59,6 @@ def main() -> None:
     print(f"engine {type(engine).__name__} dtype {getattr(engine, 'dtype', '?')}")
     for name in [args.split] if args.split else args.levels:
         if args.split:
-            import json
-
             from alignkit.train.setup import data_files
 
             data = [json.loads(line) for f in data_files(args.split) for line in open(f)][: args.prompts]
@@ -67,15 +71,32 @@ def main() -> None:
         out = engine.generate([d["prompt"] for d in data], n=args.n, max_new_tokens=args.max_new_tokens,
                               temperature=args.temperature, seed=args.seed)
         seconds = time.perf_counter() - start
-        answers = [data[i]["answer"] for i in out.prompt_index]
-        scores = math_answer(prompts=[data[i]["prompt"] for i in out.prompt_index], completions=out.texts, answer=answers)
+        columns = {key: [data[i].get(key) for i in out.prompt_index] for key in data[0] if key != "prompt"}
+        scores = get_reward_function(args.reward)(prompts=[data[i]["prompt"] for i in out.prompt_index],
+                                                   completions=out.texts, **columns)
         k, n = sum(s == 1.0 for s in scores), len(scores)
+        mean = sum(s for s in scores if s is not None) / max(sum(s is not None for s in scores), 1)
         low, high = wilson(k, n)
         hinted = sum("Answer:" in t for t in out.texts)
-        print(f"{name}: pass {k}/{n} = {k / n:.1%} (95% CI {low:.1%}-{high:.1%}); 'Answer:' in {hinted}/{n}; "
+        print(f"{name}: pass {k}/{n} = {k / n:.1%} (95% CI {low:.1%}-{high:.1%}); mean reward {mean:.3f}; 'Answer:' in {hinted}/{n}; "
               f"{out.num_tokens} tokens in {seconds:.1f}s ({out.num_tokens / seconds:.0f} tok/s); "
               f"length-capped {out.finish_reasons.count('length')}")
         print("   e.g.", repr(out.texts[0][:160]))
+        if args.save:
+            with open(args.save, "a", encoding="utf-8") as f:
+                for i, text, score in zip(out.prompt_index, out.texts, scores):
+                    f.write(json.dumps({**data[i], "completion": text, "score": score}) + "\n")
+        if args.reward == "constraints":  # which constraints the model meets, one by one
+            from collections import Counter
+
+            from alignkit.rewards import constraint_failures
+
+            met, asked = Counter(), Counter()
+            for text, constraints in zip(out.texts, columns["constraints"]):
+                failed = set(constraint_failures(text, constraints))
+                asked.update(list(constraints))
+                met.update(k for k in constraints if k not in failed)
+            print("   met per constraint:", ", ".join(f"{k} {met[k]}/{asked[k]}" for k in sorted(asked)))
 
 
 if __name__ == "__main__":

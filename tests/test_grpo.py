@@ -249,3 +249,24 @@ def test_bundled_arith_task_is_what_the_generator_writes(tokenizer):
     assert len(loaded) == 200 and loaded[0].columns["answer"] == splits["test"][0]["answer"]
     row = splits["test"][0]
     assert math_answer([row["prompt"]], [f"Adding them up.\nAnswer: {row['answer']}"], answer=[row["answer"]]) == [1.0]
+
+
+def test_bundled_constraints_task_is_what_the_generator_writes(tokenizer):
+    from alignkit.datasets.constraints import DIRECTORY, KINDS, TOPICS, generate
+    from alignkit.rewards import instruction_constraints
+
+    splits = generate()
+    for split, rows in splits.items():
+        lines = (DIRECTORY / f"constraints.{split}.jsonl").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == rows
+    topics = {split: {t for t in TOPICS for r in rows if t in r["prompt"][0]["content"]} for split, rows in splits.items()}
+    assert topics["test"] and not topics["train"] & topics["test"]  # held-out topics
+    texts = {text: c for choices in KINDS.values() for text, c in choices}
+    for row in splits["test"]:
+        spoken = {k: v for text, c in texts.items() if text in row["prompt"][0]["content"] for k, v in c.items()}
+        assert spoken == row["constraints"]  # the instructions in words are the checked ones
+    loaded = load_prompts("constraints:test", tokenizer, max_prompt_length=256)
+    assert loaded[0].columns["constraints"] == splits["test"][0]["constraints"]
+    scores = instruction_constraints([r.prompt for r in loaded], ["- A\n- B"] * len(loaded),
+                                     constraints=[r.columns["constraints"] for r in loaded])
+    assert all(0.0 <= s <= 1.0 for s in scores)  # every key is one the reward knows

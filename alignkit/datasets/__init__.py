@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).parent
-BUNDLED = {"hhh": ROOT / "hhh", "arith": ROOT / "arith"}
+BUNDLED = {"hhh": ROOT / "hhh", "arith": ROOT / "arith", "constraints": ROOT / "constraints"}
 
 
 def bundled_files(spec: str) -> list[Path] | None:
