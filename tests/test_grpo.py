@@ -270,3 +270,24 @@ def test_bundled_constraints_task_is_what_the_generator_writes(tokenizer):
     scores = instruction_constraints([r.prompt for r in loaded], ["- A\n- B"] * len(loaded),
                                      constraints=[r.columns["constraints"] for r in loaded])
     assert all(0.0 <= s <= 1.0 for s in scores)  # every key is one the reward knows
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
+def test_micro_batches_add_up_to_the_global_batch(tmp_path, loss_type):
+    # Rows of uneven lengths split 1 + 3 with the global totals: the summed gradients equal the
+    # whole batch's (what the loop's grad_accum and several processes rely on).
+    method = _method(tmp_path, loss_type=loss_type)
+    rows, _, _ = _rows_with_offsets(method)
+    totals = {"examples": len(rows), "tokens": sum(len(r.completion_ids) for r in rows)}
+    params = [p for p in method.model.parameters() if p.requires_grad]
+
+    def grads(parts):
+        method.model.zero_grad()
+        for part in parts:
+            method.loss(method.collate(part), totals)[0].backward()
+        return [p.grad.clone() for p in params]
+
+    whole, split = grads([rows]), grads([rows[:1], rows[1:]])
+    assert any(g.abs().max() > 0 for g in whole)
+    for a, b in zip(whole, split):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
