@@ -229,6 +229,9 @@ def test_cli_runs_end_to_end(tmp_path, tiny_dir):
         assert key in rows[0], key
     summary = json.loads((out / "summary.json").read_text())
     assert "eval/rewards/patterned/mean" in summary["eval"]
+    # pass@1 by the first reward: the patterned reward gives 1.0 on odd rows of a call (2 of 4 prompts).
+    assert summary["eval"]["eval/pass@1"] == 0.5
+    assert summary["eval"]["eval/pass@1/ci_low"] < 0.5 < summary["eval"]["eval/pass@1/ci_high"]
     from safetensors.torch import load_file
 
     before, after = load_file(f"{tiny_dir}/model.safetensors"), load_file(out / "model" / "model.safetensors")

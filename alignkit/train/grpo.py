@@ -303,8 +303,11 @@ class GRPOMethod:
     # --- evaluation and saving ---------------------------------------------------------------
 
     def evaluate(self) -> dict[str, float]:
-        """Held-out prompts, one completion each (greedy by default): the rewards' means (the
-        ``math`` reward's mean is pass@1) and the completion length."""
+        """Held-out prompts, one completion each (greedy by default): the rewards' means, the
+        completion length, and ``pass@1``: the share of prompts where the first reward (the
+        task's verifier: math, constraints, code) gave 1.0, with its 95 % Wilson interval."""
+        from alignkit.eval.metrics import wilson_interval
+
         prompts = self.eval_items[: self.cfg.eval_limit]
         if not prompts:
             return {}
@@ -315,7 +318,11 @@ class GRPOMethod:
             prompts=[p.prompt for p in prompts],
             completions=[completion_for_reward(p.prompt, t) for p, t in zip(prompts, rollouts.texts)],
             completion_ids=rollouts.completion_ids, **reward_columns(prompts, rollouts.prompt_index))
-        return {**result.metrics(), "completion_length": rollouts.num_tokens / len(prompts)}
+        verdicts = [v for v in next(iter(result.per_function.values())) if v is not None]
+        passed = sum(v == 1.0 for v in verdicts)
+        low, high = wilson_interval(passed, len(verdicts)) if verdicts else (math.nan, math.nan)
+        return {**result.metrics(), "completion_length": rollouts.num_tokens / len(prompts),
+                "pass@1": passed / len(verdicts) if verdicts else math.nan, "pass@1/ci_low": low, "pass@1/ci_high": high}
 
     def save(self, directory: Path) -> None:
         from alignkit.train.setup import save_run_model
