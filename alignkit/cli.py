@@ -252,6 +252,9 @@ def _run_pipeline(recipe: dict) -> None:
         click.echo(f"win rate vs base: {win['win_rate']:.1%} (95% CI {win['ci_low']:.1%}-{win['ci_high']:.1%}, n={win['n']})")
     for stage, acc in summary.get("heldout_accuracy", {}).items():
         click.echo(f"held-out preference accuracy ({stage}): {acc:.1%}")
+    for stage, runs in summary.get("heldout_pass@1", {}).items():
+        click.echo(f"held-out pass@1 ({stage}): " + ", ".join(
+            f"{when} {r['']:.1%} (95% CI {r['/ci_low']:.1%}-{r['/ci_high']:.1%})" for when, r in runs.items()))
     click.echo(str(out.resolve()))
 
 

@@ -123,6 +123,11 @@ class Pipeline:
                 for key in ("eval/rewards/accuracies", "eval/accuracy"):
                     if key in result["eval"]:
                         summary.setdefault("heldout_accuracy", {})[name] = result["eval"][key]
+                if "eval/pass@1" in result["eval"]:  # online methods with a verifier: before and after
+                    summary.setdefault("heldout_pass@1", {})[name] = {
+                        when: {k: evaluation[f"eval/pass@1{k}"] for k in ("", "/ci_low", "/ci_high")}
+                        for when, evaluation in (("before", result.get("eval_on_start") or {}), ("after", result["eval"]))
+                        if "eval/pass@1" in evaluation}
             if "report" in result:
                 summary["report"] = result["report"]
         return summary

@@ -294,3 +294,30 @@ def test_micro_batches_add_up_to_the_global_batch(tmp_path, loss_type):
     assert any(g.abs().max() > 0 for g in whole)
     for a, b in zip(whole, split):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_recipe_reports_heldout_pass_at_1_before_and_after(tmp_path, tiny_dir):
+    from alignkit.pipeline import Pipeline
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Say {i}.", "kind": "signal"}) + "\n" for i in range(4)))
+    recipe = {"_file": "t.yaml", "output_dir": str(tmp_path / "r"), "model": tiny_dir, "stages": [
+        {"name": "grpo", "method": "grpo", "prompts": str(prompts), "eval_data": str(prompts), "eval_on_start": True,
+         "reward": ["tests.test_grpo:patterned"], "num_generations": 4, "batch_size": 8, "max_new_tokens": 4,
+         "max_steps": 1, "rollout_dtype": "float32"}]}
+    out = Pipeline(recipe).run()
+    runs = json.loads((out / "summary.json").read_text())["heldout_pass@1"]["grpo"]
+    assert set(runs) == {"before", "after"} and runs["before"][""] == 0.5  # odd rows of the call pass
+    assert runs["before"]["/ci_low"] < 0.5 < runs["before"]["/ci_high"]
+    assert read_metrics(out / "grpo" / "metrics.jsonl")[0]["step"] == 0  # the baseline, logged at step 0
+
+
+@pytest.mark.parametrize("name", ["grpo-arith", "grpo-constraints"])
+def test_bundled_grpo_recipes_are_valid_configs(name):
+    from alignkit.pipeline import load_recipe
+
+    recipe = load_recipe(name)
+    (stage,) = [dict(s) for s in recipe["stages"] if s["method"] == "grpo"]
+    stage.pop("name"), stage.pop("method")
+    cfg = GRPOConfig(**{**recipe.get("defaults", {}), **stage})
+    assert cfg.eval_on_start and cfg.eval_data.endswith(":test")

@@ -59,6 +59,8 @@ class RunConfig(BaseModel):
     """Skip malformed rows (counted and written to a rejects file) instead of stopping."""
     eval_every: int | None = Field(None, ge=1)
     """Evaluate every N optimizer steps (None: only at the end)."""
+    eval_on_start: bool = False
+    """Evaluate before the first step too (logged at step 0, in summary.json as eval_on_start): the baseline."""
     save_every: int | None = Field(None, ge=1)
     """Write a resumable checkpoint every N optimizer steps (None: only the final model)."""
     keep_checkpoints: int = Field(2, ge=1)

@@ -222,6 +222,7 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     method.model.train()
     bar = tqdm(total=total_steps, initial=start, desc="train", disable=not topo.is_main, dynamic_ncols=True)
     last: dict[str, float] = {}
+    on_start = _evaluate(method, logger, 0) if cfg.eval_on_start and start == 0 else None
     t0 = time.time()
     for step in range(start, total_steps):
         step_start = time.perf_counter()
@@ -285,6 +286,8 @@ def fit(method: Method, cfg: RunConfig) -> dict:
         "train": {k: v for k, v in last.items()},
         "eval": final_eval,
     }
+    if on_start is not None:
+        summary["eval_on_start"] = on_start
     if topo.is_main:
         method.save(out / "model")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
