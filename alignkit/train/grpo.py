@@ -282,8 +282,10 @@ class GRPOMethod:
     def loss(self, batch, totals: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         metrics = {**self.round_metrics, **self.pending}
         self.pending = {}  # timings once per generation, on the first micro-batch after it
-        if batch["input_ids"].shape[0] == 0:  # every group of this step was dropped: nothing to learn
-            return torch.zeros((), requires_grad=True), metrics
+        if batch["input_ids"].shape[0] == 0:  # every group of this micro-batch was dropped: nothing to learn
+            # A zero that still reaches every trainable weight, so each gets a (zero) gradient and
+            # this process joins the loop's gradient all-reduce like the processes that had rows.
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0, metrics
         from alignkit.models.logprobs import response_token_logps
 
         cfg, mask = self.cfg, batch["response_mask"]
