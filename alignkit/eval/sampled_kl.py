@@ -52,12 +52,13 @@ def sampled_kl(
     progress: bool = False,
 ) -> dict:
     """{"k1", "k1_stderr", "k3", "k3_stderr", "n"}: KL(policy‖reference) per sequence, one
-    policy sample per prompt (repeat prompts for more samples). The policy's log-probs are the
-    engine's sampling log-probs (fp32, temperature 1: equal to a teacher-forced forward)."""
+    policy sample per prompt (repeat prompts for more samples)."""
     samples = generate(
         policy, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_p=1.0,
         batch_size=batch_size, seed=seed, progress=progress,
     )
-    policy_logps = [g.logprobs for g in samples]  # taken while sampling (fp32): no second policy forward
+    # Both sides scored by the same forward pass (not the engine's sampling log-probs), so a policy
+    # equal to its reference measures exactly zero rather than the round-off between two code paths.
+    policy_logps = completion_token_logps(policy, samples, tokenizer.pad_token_id, batch_size=batch_size)
     ref_logps = completion_token_logps(reference, samples, tokenizer.pad_token_id, batch_size=batch_size)
     return kl_from_samples(policy_logps, ref_logps)
