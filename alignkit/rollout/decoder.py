@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from alignkit.rollout.projection import Projection, prefers_packed
+from alignkit.rollout.precision import prefers_packed
+from alignkit.rollout.projection import Projection
 from alignkit.rollout.weights import effective_bias, effective_weight
 
 SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}

@@ -5,14 +5,11 @@ with the weight prepacked into its blocked layout runs up to several times faste
 ``F.linear`` on the row-major weight. But a packed layout is chosen for one row count: called with
 another, oneDNN re-packs the whole weight on every call (seen in fp32: 70× slower). So a packed
 projection always multiplies blocks of exactly ``rows`` rows, padding the last block with zeros,
-and the engine re-packs (``repack``) when its batch size changes. ``prefers_packed`` measures
-whether packing pays on the machine at hand.
+and the engine re-packs (``repack``) when its batch size changes. Whether packing pays on the
+machine at hand is measured (``precision.prefers_packed``).
 """
 
 from __future__ import annotations
-
-import functools
-import time
 
 import torch
 import torch.nn.functional as F
@@ -67,38 +64,3 @@ class Projection:
                 outs.append(torch.ops.mkldnn._linear_pointwise.binary(block, extra[start : start + self.rows], self.weight, self.bias, "add"))
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out[:n].reshape(*x.shape[:-1], self.out_features)
-
-
-def _seconds(fn, repeats: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-@functools.lru_cache(maxsize=None)
-def prefers_packed(dtype: torch.dtype, hidden_size: int) -> bool:
-    """True when oneDNN prepacked weights beat ``F.linear`` by ≥ 10 % on decode-shaped products
-    (4, 16 and 64 rows, each packed for its row count, against eight (4H × H) weights, more than a
-    cache holds) on this CPU. Every row count must win."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    weights = [torch.randn(4 * hidden_size, hidden_size, dtype=dtype) for _ in range(8)]
-    plain = [Projection(w) for w in weights]
-    try:
-        packed = [Projection(w, packed=True) for w in weights]
-        probe = torch.randn(16, hidden_size, dtype=dtype)
-        if not torch.allclose(packed[0](probe).float(), plain[0](probe).float(), rtol=2e-2, atol=2e-2):
-            return False
-    except (RuntimeError, AttributeError):  # a torch build without these oneDNN ops
-        return False
-    for rows in (4, 16, 64):
-        x = torch.randn(rows, hidden_size, dtype=dtype)
-        for p in packed:
-            p.repack(rows)
-        if _seconds(lambda: [p(x) for p in plain]) < 1.1 * _seconds(lambda: [p(x) for p in packed]):
-            return False
-    return True
