@@ -1,7 +1,7 @@
 """DPO training speed: alignkit vs TRL's DPOTrainer on the same model, data and hyper-parameters.
 
     .venv/bin/python bench/dpo_vs_trl.py            # 48 pairs, batch 4
-    .venv/bin/python bench/dpo_vs_trl.py --quick    # 16 pairs: full fine-tune and LoRA, about 8 minutes
+    .venv/bin/python bench/dpo_vs_trl.py --quick    # 16 pairs: full fine-tune and LoRA cases, 8 runs
 
 Each run is its own subprocess (so peak RSS is its own), after a warm-up forward/backward.
 Timed: everything after the model is loaded — data preparation, reference log-probs
