@@ -4,8 +4,9 @@ settings, same number of new tokens, one process, one run.
     .venv/bin/python bench/rollout.py [--quick]
 
 Cases: batch 1, 16 and 64 (that many prompts, one sample each) and 8 prompts × 8 samples.
-Sampling: temperature 1, top-p 1, top-k 0. EOS is disabled on both sides so every row generates
-exactly ``new_tokens`` tokens: tokens/s counts only executed work and both sides do the same.
+Sampling: temperature 1, top-p 1, top-k 0. Neither side stops at EOS (``generate`` masks it with
+``min_new_tokens``, the engine is given no stop tokens), so every row generates exactly
+``new_tokens`` tokens: tokens/s counts only executed work and both sides do the same.
 
 Each side runs at its best dtype on this machine: ``generate`` in fp32 and in bf16 (the faster is
 its "best"); alignkit in fp32 and with ``dtype="auto"`` (bf16 where measured faster). The RESULT
@@ -64,11 +65,9 @@ def time_generate(model, tokenizer, chats, new_tokens: int, n: int) -> float:
     ids = [encode_prompt(tokenizer, c) for c in chats]
     tokenizer.padding_side = "left"
     batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-    config = copy.deepcopy(model.generation_config)
-    config.eos_token_id = None
     start = time.perf_counter()
-    with torch.no_grad():
-        out = model.generate(**batch, generation_config=config, max_new_tokens=new_tokens, do_sample=True, temperature=1.0,
+    with torch.no_grad():  # min_new_tokens masks EOS until the last token: every row writes new_tokens
+        out = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, temperature=1.0,
                              top_p=1.0, top_k=0, num_return_sequences=n, pad_token_id=tokenizer.pad_token_id)
     seconds = time.perf_counter() - start
     assert out.shape[1] - batch["input_ids"].shape[1] == new_tokens, "generate stopped early"
