@@ -1,8 +1,8 @@
 """Base pass rate of a model on a verifiable task at temperature 1 (sizing the bundled tasks).
 
-    python bench/task_pass_rate.py --levels add1 add20 add2 --prompts 32 --n 2 --max-new-tokens 64
-    python bench/task_pass_rate.py --split arith:test --prompts 200 --n 1
-    python bench/task_pass_rate.py --split constraints:test --reward constraints --max-new-tokens 96
+    python scripts/task_pass_rate.py --levels add1 add20 add2 --prompts 32 --n 2 --max-new-tokens 64
+    python scripts/task_pass_rate.py --split arith:test --prompts 200 --n 1
+    python scripts/task_pass_rate.py --split constraints:test --reward constraints --max-new-tokens 96
 
 Samples ``n`` completions per prompt with the rollout engine — of seeded arithmetic problems per
 level, or of a bundled split's rows — and scores them with a reward (default ``math``: the final
