@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).parent
@@ -18,3 +19,10 @@ def bundled_files(spec: str) -> list[Path] | None:
     if not files:
         raise FileNotFoundError(f"bundled dataset {name!r} has no split {split or 'train'!r} in {BUNDLED[name]}")
     return files
+
+
+def write_splits(directory: Path, name: str, splits: dict[str, list[dict]]) -> None:
+    """Write a generated dataset as ``<directory>/<name>.<split>.jsonl``, one JSON row a line."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        (directory / f"{name}.{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")

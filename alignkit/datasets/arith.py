@@ -14,11 +14,12 @@ test checks that the files equal what this module generates.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from alignkit.datasets import write_splits
 
 HINT = "Put the final answer after 'Answer:'."
 SEED = 13
@@ -91,10 +92,7 @@ def generate(mix: dict[str, float] = MIX, sizes: dict[str, int] = SIZES, seed: i
 
 
 def write(directory: Path = DIRECTORY) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, split_rows in generate().items():
-        text = "".join(json.dumps(row) + "\n" for row in split_rows)
-        (directory / f"arith.{split}.jsonl").write_text(text, encoding="utf-8")
+    write_splits(directory, "arith", generate())
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ files equal what this module generates.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from pathlib import Path
+
+from alignkit.datasets import write_splits
 
 SEED = 17
 DIRECTORY = Path(__file__).parent / "constraints"
@@ -88,10 +89,7 @@ def generate(sizes: dict[str, int] = SIZES, seed: int = SEED) -> dict[str, list[
 
 
 def write(directory: Path = DIRECTORY) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, split_rows in generate().items():
-        text = "".join(json.dumps(row) + "\n" for row in split_rows)
-        (directory / f"constraints.{split}.jsonl").write_text(text, encoding="utf-8")
+    write_splits(directory, "constraints", generate())
 
 
 if __name__ == "__main__":

@@ -126,10 +126,6 @@ class Decoder:
         sign = torch.cat([-torch.ones(half), torch.ones(self.head_dim - half)]).to(self.device)
         self.cos, self.signed_sin = cos[0].to(self.dtype), (sin[0] * sign).to(self.dtype)
 
-    def release(self) -> None:
-        """Free the cache (the weights stay)."""
-        self.keys, self.values = [], []
-
     def _qkv(self, layer: Layer, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
         """[q | k | v] of hidden states x (…, H) as (…, nh + 2·nkv, hd), rotary embedding applied to q and k.
 
