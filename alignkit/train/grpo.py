@@ -27,33 +27,32 @@ import torch
 from pydantic import Field, model_validator
 
 from alignkit.losses import GRPO_LOSS_TYPES, group_advantages, grpo_loss, truncated_importance_weights
-from alignkit.train.config import RunConfig
 from alignkit.train.online import (
+    OnlineConfig,
     PromptRow,
     RolloutRow,
+    buffer_state,
     build_reward_set,
     collate_rows,
-    completion_for_reward,
     completion_logps,
-    load_prompts,
-    reward_columns,
+    load_buffer_state,
+    load_run_prompts,
+    make_rollout_engine,
+    merge_reward_results,
+    prompt_at,
+    round_items,
     round_seed,
-    rows_from_state,
-    rows_to_state,
+    sample_and_reward,
 )
 
 log = logging.getLogger(__name__)
 
 
-class GRPOConfig(RunConfig):
+class GRPOConfig(OnlineConfig):
     """A GRPO run on prompts with verifiable rewards."""
 
-    prompts: str | None = None
-    """Prompts (JSONL/JSON/CSV/Parquet: `prompt`, optional `answer` and other columns the rewards read) or the bundled `arith`; default: `data`."""
     reward: list[str] = ["math"]
     """Reward functions: names in alignkit.rewards.REWARD_FUNCTIONS or `module:function` (TRL's protocol)."""
-    reward_weights: list[float] = []
-    """One weight per reward, in order (default: 1 each)."""
     num_generations: int = Field(8, ge=2)
     """Completions sampled per prompt (G)."""
     batch_size: int = Field(16, ge=1)
@@ -84,24 +83,6 @@ class GRPOConfig(RunConfig):
     """π_old: the trainer's log-probs (with a truncated importance weight for the engine's mismatch) or the engine's own."""
     is_cap: float | None = Field(3.0, gt=0)
     """Truncation C of the importance weight min(π_old/π_sampling, C) (TRL's default 3.0; none: no correction)."""
-    max_new_tokens: int = Field(128, ge=1)
-    """Longest completion sampled (tokens)."""
-    temperature: float = Field(1.0, gt=0)
-    """Sampling temperature of the rollouts."""
-    top_p: float = Field(1.0, gt=0, le=1)
-    """Nucleus sampling of the rollouts (1: off)."""
-    top_k: int = Field(0, ge=0)
-    """Top-k sampling of the rollouts (0: off)."""
-    rollout_backend: Literal["auto", "static", "hf", "vllm"] = "auto"
-    """Rollout engine: auto = vLLM on CUDA when installed, the static-cache CPU engine for Llama-family models, else HF generate."""
-    rollout_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Engine dtype: auto = bf16 where this machine runs it measurably faster (the mismatch is then corrected)."""
-    rollout_batch: int = Field(64, ge=1)
-    """Sequences the engine decodes at once."""
-    eval_limit: int | None = Field(None, ge=1)
-    """Held-out prompts scored per evaluation (default: all of eval_data)."""
-    eval_temperature: float = Field(0.0, ge=0)
-    """Sampling temperature for held-out evaluation (0: greedy)."""
 
     @model_validator(mode="after")
     def _check_grpo(self):
@@ -109,10 +90,6 @@ class GRPOConfig(RunConfig):
         if generation % self.num_generations:
             raise ValueError(f"batch_size × steps_per_generation = {generation} completions must be a multiple of "
                              f"num_generations={self.num_generations}")
-        if self.reward_weights and len(self.reward_weights) != len(self.reward):
-            raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.reward)} rewards")
-        if not self.reward:
-            raise ValueError("name at least one reward")
         return self
 
 
@@ -134,7 +111,6 @@ class GRPOMethod:
     eval_items: list[PromptRow] = field(default_factory=list)
 
     def __post_init__(self):
-        from alignkit.rollout import make_engine
         from alignkit.train.lora import is_peft
         from alignkit.train.reference import Reference
 
@@ -147,8 +123,7 @@ class GRPOMethod:
             raise ValueError(f"{len(self.train_items)} prompts is fewer than one generation batch of {self.prompts_per_round}")
         # Steps of one pass over the prompts (resampled prompts count as used).
         self.steps_per_epoch = len(self.train_items) // self.prompts_per_round * self.steps_per_round
-        dtype = cfg.rollout_dtype if cfg.rollout_dtype == "auto" else getattr(torch, cfg.rollout_dtype)
-        self.engine = make_engine(self.model, self.tokenizer, backend=cfg.rollout_backend, max_batch=cfg.rollout_batch, dtype=dtype)
+        self.engine = make_rollout_engine(self.model, self.tokenizer, cfg)
         self.reference = None
         if cfg.beta > 0:
             mode = cfg.reference if cfg.reference != "auto" else ("adapter" if is_peft(self.model) else "copy")
@@ -166,32 +141,11 @@ class GRPOMethod:
     # --- the rollout buffer ------------------------------------------------------------------
 
     def step_items(self, step: int, topo) -> list[RolloutRow]:
-        """This process's rows for optimizer step ``step``: the round's buffer (generated when the
-        round starts), shuffled per pass, its ``k``-th part of ``steps_per_generation``."""
-        from alignkit.train.loop import split_items
-
-        round_index, k = divmod(step, self.steps_per_round)
-        if round_index != self.round:
-            self.fill(round_index, topo)
-        elif self.buffer_world != topo.world:
-            raise ValueError(f"resuming in the middle of a round needs each process's buffer, and the checkpoint holds "
-                             f"rank 0's of {self.buffer_world}: with several processes, checkpoint at round boundaries "
-                             f"(save_every a multiple of steps_per_generation × num_iterations = {self.steps_per_round})")
-        passes, part = divmod(k, self.cfg.steps_per_generation)
-        generator = torch.Generator().manual_seed(round_seed(self.cfg.seed, round_index, passes, 7))
-        order = torch.randperm(len(self.rows), generator=generator).tolist()
-        return split_items([self.rows[i] for i in order], self.cfg.steps_per_generation)[part]
-
-    def prompt(self, position: int) -> PromptRow:
-        """Prompt number ``position`` of the stream: epoch after epoch, each a seeded permutation."""
-        from alignkit.train.loop import epoch_order
-
-        epoch, index = divmod(position, len(self.train_items))
-        return self.train_items[epoch_order(len(self.train_items), epoch, self.cfg.seed)[index]]
+        """This process's rows for optimizer step ``step``: a ``steps_per_generation``-th of the round's buffer."""
+        return round_items(self, step, topo, parts=self.cfg.steps_per_generation, passes=self.cfg.num_iterations)
 
     def fill(self, round_index: int, topo) -> None:
         """Sample, score and keep the groups of round ``round_index`` (this process's share of prompts)."""
-        from alignkit.rewards.combine import RewardResult
         from alignkit.train.loop import _any_process
 
         cfg, G = self.cfg, self.group_size
@@ -208,22 +162,13 @@ class GRPOMethod:
             missing = per_process - kept_groups
             if attempt and not _any_process(missing > 0, topo):
                 break
-            block = [self.prompt(self.cursor + topo.rank * per_process + i) for i in range(per_process)]
+            block = [prompt_at(self.train_items, self.cursor + topo.rank * per_process + i, cfg.seed) for i in range(per_process)]
             self.cursor += per_process * topo.world  # every process advances alike, whatever it used
             chosen = block[:missing] if attempt else block
             if not chosen:
                 continue
-            start = time.perf_counter()
-            rollouts = self.engine.generate(
-                [p.prompt_ids for p in chosen], n=G, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                top_p=cfg.top_p, top_k=cfg.top_k, seed=round_seed(cfg.seed, round_index, attempt, topo.rank))
-            timings["time/generate"] += time.perf_counter() - start
-            start = time.perf_counter()
-            result = self.rewards(
-                prompts=[chosen[i].prompt for i in rollouts.prompt_index],
-                completions=[completion_for_reward(chosen[i].prompt, t) for i, t in zip(rollouts.prompt_index, rollouts.texts)],
-                completion_ids=rollouts.completion_ids, **reward_columns(chosen, rollouts.prompt_index))
-            timings["time/reward"] += time.perf_counter() - start
+            rollouts, result = sample_and_reward(self.engine, self.rewards, chosen, n=G, cfg=cfg, timings=timings,
+                                                 seed=round_seed(cfg.seed, round_index, attempt, topo.rank))
             rewards = torch.tensor(result.total, dtype=torch.float64)
             advantages = group_advantages(rewards, group_size=G, scale_by_std=cfg.scale_rewards)
             grouped = rewards.view(-1, G)
@@ -249,14 +194,7 @@ class GRPOMethod:
                 row.ref_logps = logps
         timings["time/score"] += time.perf_counter() - start
 
-        merged = RewardResult(
-            total=[v for r in results for v in r.total],
-            per_function={name: [v for r in results for v in r.per_function[name]] for name in self.rewards.functions},
-            weights=self.rewards.weights,
-            not_applicable={name: sum(r.not_applicable.get(name, 0) for r in results) for name in self.rewards.functions},
-            non_finite={name: sum(r.non_finite.get(name, 0) for r in results) for name in self.rewards.functions},
-            unscored_rows=sum(r.unscored_rows for r in results),
-        )
+        merged = merge_reward_results(results, self.rewards)
         self.round, self.rows, self.buffer_world = round_index, kept, topo.world
         self.round_metrics = {
             **merged.metrics(),
@@ -314,12 +252,8 @@ class GRPOMethod:
         if not prompts:
             return {}
         self.engine.load_weights(self.model)
-        rollouts = self.engine.generate([p.prompt_ids for p in prompts], n=1, max_new_tokens=self.cfg.max_new_tokens,
-                                        temperature=self.cfg.eval_temperature, seed=self.cfg.seed)
-        result = self.rewards(
-            prompts=[p.prompt for p in prompts],
-            completions=[completion_for_reward(p.prompt, t) for p, t in zip(prompts, rollouts.texts)],
-            completion_ids=rollouts.completion_ids, **reward_columns(prompts, rollouts.prompt_index))
+        rollouts, result = sample_and_reward(self.engine, self.rewards, prompts, n=1, cfg=self.cfg, seed=self.cfg.seed,
+                                             held_out=True)
         verdicts = [v for v in next(iter(result.per_function.values())) if v is not None]
         passed = sum(v == 1.0 for v in verdicts)
         low, high = wilson_interval(passed, len(verdicts)) if verdicts else (math.nan, math.nan)
@@ -332,26 +266,17 @@ class GRPOMethod:
         save_run_model(self.model, self.tokenizer, directory, self.cfg)
 
     def state_dict(self) -> dict:
-        """The buffer and the prompt stream's position: resuming mid-round trains on the same rows."""
-        return {"round": self.round, "cursor": self.cursor, "rows": rows_to_state(self.rows),
-                "round_metrics": dict(self.round_metrics), "world": self.buffer_world}
+        return buffer_state(self)
 
     def load_state_dict(self, state: dict) -> None:
-        self.round, self.cursor, self.buffer_world = int(state["round"]), int(state["cursor"]), int(state["world"])
-        self.rows, self.round_metrics = rows_from_state(state["rows"]), dict(state["round_metrics"])
+        load_buffer_state(self, state)
 
 
 def build_grpo(cfg: GRPOConfig) -> GRPOMethod:
-    from alignkit.train.setup import prepare_model, sample_examples
+    from alignkit.train.setup import prepare_model
 
-    spec = cfg.prompts or cfg.data
-    if spec is None:
-        raise ValueError("no prompts: pass --prompts FILE (or --prompts arith for the bundled arithmetic task)")
     model, tokenizer = prepare_model(cfg)
-    max_prompt = cfg.max_prompt_length or cfg.max_length // 2
-    train = sample_examples(load_prompts(spec, tokenizer, max_prompt_length=max_prompt, skip_invalid=cfg.skip_invalid), cfg)
-    evaluation = load_prompts(cfg.eval_data, tokenizer, max_prompt_length=max_prompt) if cfg.eval_data else []
-    return GRPOMethod(cfg, model, tokenizer, train, evaluation)
+    return GRPOMethod(cfg, model, tokenizer, *load_run_prompts(cfg, tokenizer))
 
 
 def run_grpo(cfg: GRPOConfig) -> dict:
