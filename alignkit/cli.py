@@ -128,6 +128,10 @@ def _run_training(spec, config_file, flags):
         summary = spec.run(cfg)
     except DataError as exc:
         raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # a setting that cannot work with this data ("fewer than one batch", ...)
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise  # -v: the traceback, for a bug report
+        raise click.ClickException(f"{exc} (run with -v for the traceback)") from None
     if os.environ.get("RANK", "0") == "0":  # once, not once per process under torchrun
         click.echo(f"run directory: {cfg.output_dir}")
     return summary
@@ -173,8 +177,12 @@ def data() -> None:
 @click.option("--n", default=5, show_default=True, help="Rows to show.")
 @click.option("--kind", default="preference", show_default=True, type=click.Choice(["preference", "sft", "binary", "ranking", "prompt"]))
 @click.option("--model", default="smollm2-135m-instruct", show_default=True, help="Tokenizer used for token counts.")
-def data_inspect(path: str, n: int, kind: str, model: str) -> None:
-    """Show N rows side by side with token counts, then a summary table."""
+@click.option("--data-format", default="auto", show_default=True, type=click.Choice(["auto", "trl", "hh-rlhf", "ultrafeedback"]),
+              help="Schema of a preference file (auto: recognised from the first row).")
+def data_inspect(path: str, n: int, kind: str, model: str, data_format: str) -> None:
+    """Show N rows side by side with token counts, then a summary table.
+
+    Exits 1 when any row is invalid (or the file cannot be read), so it can guard a pipeline."""
     from rich.console import Console
 
     from alignkit.data.errors import DataError
@@ -182,9 +190,11 @@ def data_inspect(path: str, n: int, kind: str, model: str) -> None:
     from alignkit.models import load_tokenizer
 
     try:
-        inspect_file(path, kind=kind, n=n, tokenizer=load_tokenizer(model), console=Console())
+        summary = inspect_file(path, kind=kind, n=n, tokenizer=load_tokenizer(model), console=Console(), data_format=data_format)
     except DataError as exc:
         raise click.ClickException(str(exc)) from None
+    if summary["invalid"]:
+        raise click.ClickException(f"{summary['invalid']} of {summary['rows']} rows are invalid; first: {summary['invalid_examples'][0]}")
 
 
 @app.command("run")

@@ -37,6 +37,9 @@ def ultrafeedback_record(value: dict, origin: Origin | None = None) -> Preferenc
     # of `chosen`. Consumed here so `meta` does not hold each conversation twice.
     columns.take("prompt", required=False)
     columns.take("messages", required=False)
+    for name, value in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(value, list):
+            raise DataError(f"expected the whole conversation (a list of messages), got {type(value).__name__}", field=name)
     prompt, chosen_reply, rejected_reply = split_shared_prefix(chosen, rejected)
     return PreferencePair(prompt, chosen_reply, rejected_reply, meta=columns.meta(), origin=origin)
 
@@ -64,6 +67,8 @@ def hh_record(value: dict, origin: Origin | None = None) -> PreferencePair:
     for name, text in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(text, str):
             raise DataError(f"expected a transcript string, got {type(text).__name__}", field=name)
+        if not text.startswith("\n\nHuman:"):
+            raise DataError(f"expected a transcript starting with '\\n\\nHuman:', starts with {text[:30]!r}", field=name)
     shared = os.path.commonprefix([chosen, rejected])
     cut = shared.rfind(HH_ASSISTANT)
     if cut < 0:

@@ -48,17 +48,33 @@ class EncodedPrompt:
     prompt: Prompt | None = None  # the prompt as given, for reward functions and judges that read text
 
 
+def apply_template(tokenizer, messages: list, *, field: str | None = None, **kwargs) -> str:
+    """The chat template's text for ``messages``; a DataError when the template refuses them.
+
+    Templates refuse what their model was not trained on (Gemma: a "system" turn; many: a
+    "tool" turn, or turns that do not alternate) by raising a Jinja error: that names the field
+    instead of ending in a traceback.
+    """
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except jinja2.TemplateError as exc:
+        roles = ", ".join(dict.fromkeys(m["role"] for m in messages))
+        raise DataError(f"the chat template refuses these messages (roles: {roles}): {exc}", field=field) from None
+
+
 def render_prompt(tokenizer, prompt: Prompt) -> str:
     """The text that precedes the model's reply: templated with the generation prompt, or as is."""
     if isinstance(prompt, list):
-        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return apply_template(tokenizer, prompt, field="prompt", add_generation_prompt=True)
     return prompt
 
 
 def render_conversation(tokenizer, prompt: Prompt, completion: Response) -> str:
     """The full training text: templated conversation, or ``prompt + completion + EOS``."""
     if isinstance(prompt, list):
-        return tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        return apply_template(tokenizer, prompt + completion)  # the caller names the response
     text = prompt + completion
     eos = tokenizer.eos_token
     # TRL appends EOS to standard completions so the model learns to stop.

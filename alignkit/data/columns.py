@@ -70,7 +70,8 @@ def split_shared_prefix(chosen: Any, rejected: Any) -> tuple[list, list, list]:
     """
     for name, value in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
-            raise DataError("no 'prompt' column, so expected a full conversation (a list of messages)", field=name)
+            hint = " (an HH-RLHF transcript? pass --data-format hh-rlhf)" if isinstance(value, str) and "Human:" in value else ""
+            raise DataError(f"no 'prompt' column, so expected a full conversation (a list of messages){hint}", field=name)
     shared = 0
     limit = min(len(chosen), len(rejected)) - 1
     while shared < limit and chosen[shared] == rejected[shared]:

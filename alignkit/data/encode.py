@@ -82,7 +82,12 @@ def _encode_one(tokenizer, record: Any, budget: _Budget) -> tuple[Any, bool]:
     else:
         raise TypeError(f"cannot encode {type(record).__name__}")
     # Each response is located after the *untruncated* prompt; truncation comes after.
-    response_ids = [completion_after_prompt(tokenizer, record.prompt, prompt_ids, r) for r in responses]
+    response_ids = []
+    for name, response in zip(names, responses):
+        try:
+            response_ids.append(completion_after_prompt(tokenizer, record.prompt, prompt_ids, response))
+        except DataError as exc:  # the template refused the conversation: name the response
+            raise DataError(exc.reason, field=exc.field or name) from None
     prompt_ids, response_ids, cut = budget.fit(prompt_ids, response_ids, names)
     if isinstance(record, PreferencePair):
         return EncodedPair(prompt_ids, response_ids[0], response_ids[1], meta), cut

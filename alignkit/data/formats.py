@@ -23,6 +23,10 @@ from alignkit.data.rankings import pair_indices
 Message = dict[str, Any]  # {"role": ..., "content": ...}; extra keys are kept
 Prompt = Union[str, list[Message]]
 Response = Union[str, list[Message]]
+# The roles chat templates know. A role outside these ("wizard", "Human") would be rendered
+# verbatim by permissive templates and trained on silently; whether a template takes "tool" or
+# "system" is checked when it renders (alignkit.data.chat).
+ROLES = ("system", "user", "assistant", "tool")
 
 
 def is_conversational(record: Any) -> bool:
@@ -54,6 +58,8 @@ def _check_messages(value: list, name: str) -> None:
         for key in ("role", "content"):
             if not isinstance(message.get(key), str):
                 raise DataError(f"message {i}: '{key}' must be a string, got {_type_name(message.get(key))}", field=name)
+        if message["role"] not in ROLES:
+            raise DataError(f"message {i}: unknown role {message['role']!r} (expected one of {', '.join(ROLES)})", field=name)
 
 
 def check_prompt(prompt: Any, name: str = "prompt") -> None:

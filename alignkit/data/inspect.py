@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from alignkit.data.chat import completion_after_prompt, encode_prompt
-from alignkit.data.columns import row_to_record
+from alignkit.data.detect import converter, resolve_format
 from alignkit.data.errors import DataError
 from alignkit.data.formats import BinaryFeedback, PreferencePair, PromptOnly, Ranking, response_text
 from alignkit.data.sources import iter_records
@@ -100,16 +100,21 @@ def _row_view(index: int, record: Any, lengths: dict[str, list[int]], unit: str)
     return Panel(Group(*body), title=f"row {index} {where}", subtitle=meta or None, title_align="left")
 
 
-def inspect_file(path: str | Path | Any, kind: str = "preference", n: int = 5, tokenizer=None, console: Console | None = None) -> dict:
+def inspect_file(path: str | Path | Any, kind: str = "preference", n: int = 5, tokenizer=None, console: Console | None = None,
+                 data_format: str = "auto") -> dict:
     """Print the first ``n`` rows side by side and a summary; return the summary as a dict.
 
     Invalid rows are counted and their first few errors listed; the file is never modified and
-    no rejects file is written.
+    no rejects file is written. ``data_format`` as in :func:`alignkit.data.read_records`.
     """
     console = console or Console()
     unit = "tokens" if tokenizer is not None else "chars"
+    if kind == "preference":
+        data_format = resolve_format(path, data_format)
+    else:
+        data_format = "trl" if data_format == "auto" else data_format
     records, errors, lengths = [], [], []
-    for item in iter_records(path, lambda value, origin: row_to_record(value, kind, origin)):
+    for item in iter_records(path, converter(kind, data_format, str(path))):
         if isinstance(item, DataError):
             errors.append(item)
             continue
@@ -125,7 +130,8 @@ def inspect_file(path: str | Path | Any, kind: str = "preference", n: int = 5, t
         console.print(_row_view(index, record, measured, unit))
 
     summary = summarise(lengths, kind=kind, unit=unit)
-    summary = {"source": str(path), "rows": len(records) + len(errors), "valid": len(records), "invalid": len(errors), **summary}
+    summary = {"source": str(path), "data_format": data_format, "rows": len(records) + len(errors), "valid": len(records),
+               "invalid": len(errors), **summary}
     summary["invalid_examples"] = [e.message for e in errors[:SHOWN_ERRORS]]
     console.print(_summary_view(summary))
     return summary
@@ -152,6 +158,7 @@ def summarise(lengths: list[dict[str, list[int]]], *, kind: str, unit: str) -> d
 def _summary_view(summary: dict) -> Group:
     title = Text(f"summary: {summary['source']}", style="bold")
     counts = Table(show_header=False)
+    counts.add_row("format", summary["data_format"])
     counts.add_row("rows", str(summary["rows"]))
     counts.add_row("valid", str(summary["valid"]))
     counts.add_row("invalid", str(summary["invalid"]))

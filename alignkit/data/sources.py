@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from alignkit.data.columns import KINDS, row_to_record
+from alignkit.data.columns import KINDS
 from alignkit.data.errors import DataError, Origin, write_rejects
 from alignkit.data.rawrows import iter_raw_rows
 
@@ -85,21 +85,33 @@ def read_records(
     path_or_dataset: Any,
     kind: str,
     *,
+    data_format: str = "auto",
     skip_invalid: bool = False,
     rejects_path: str | Path | None = None,
     source_name: str | None = None,
 ) -> ReadResult:
     """Read records of ``kind`` ("sft", "preference", "ranking", "binary", "prompt").
 
-    ``path_or_dataset``: a ``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet`` path, a
-    ``datasets.Dataset``, or any iterable of row dicts. ``source_name`` overrides the name used
-    in error messages (useful for a Dataset). See :mod:`alignkit.data.columns` for column names.
+    ``path_or_dataset``: a ``.jsonl``/``.json``/``.csv``/``.tsv``/``.parquet`` path (optionally
+    ``.gz``/``.bz2``/``.xz`` compressed), a ``datasets.Dataset``, or any iterable of row dicts.
+    ``data_format`` ("auto", "trl", "hh-rlhf", "ultrafeedback"; see :mod:`alignkit.data.detect`)
+    says which schema preference rows are in; ``auto`` recognises it from the first row.
+    ``source_name`` overrides the name used in error messages (useful for a Dataset). See
+    :mod:`alignkit.data.columns` for column names.
     """
+    from alignkit.data.detect import converter, resolve_format  # detect builds on this module
+
     if kind not in KINDS:  # checked up front so an empty file still catches a typo
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind == "preference":
+        data_format = resolve_format(path_or_dataset, data_format, source_name)
+        if data_format != "trl":
+            log.info("%s: read as %s", source_name or path_or_dataset, data_format)
+    else:
+        data_format = "trl" if data_format == "auto" else data_format
     return collect_records(
         path_or_dataset,
-        lambda value, origin: row_to_record(value, kind, origin),
+        converter(kind, data_format, source_name or str(path_or_dataset)),
         skip_invalid=skip_invalid,
         rejects_path=rejects_path,
         source_name=source_name,

@@ -25,6 +25,8 @@ class RunConfig(BaseModel):
     """Local HF directory, hub id, or bundled alias to start from."""
     data: str | None = None
     """Training data file (JSONL/JSON/CSV/Parquet) or the bundled name `hhh`."""
+    data_format: Literal["auto", "trl", "hh-rlhf", "ultrafeedback"] = "auto"
+    """Schema of preference files: auto = recognised from the first row; trl, hh-rlhf or ultrafeedback to insist."""
     eval_data: str | None = None
     """Held-out data in the same format; evaluated every `eval_every` steps and at the end."""
     output_dir: str = "runs/latest"

@@ -70,37 +70,33 @@ def read_kind(spec: str, kind: str, cfg: RunConfig) -> list:
 
     SFT on preference data trains on the chosen responses (the DPO lab's warm-up).
     """
-    from alignkit.data import PreferencePair, SFTExample, read_records
+    from alignkit.data import DataError, PreferencePair, SFTExample, read_records
 
     hub_id, _, split = spec.partition(":")
     if hub_id in hub_loaders():
         results = [hub_loaders()[hub_id](split, skip_invalid=cfg.skip_invalid) if split else hub_loaders()[hub_id](skip_invalid=cfg.skip_invalid)]
     else:
-        results = [read_records(path, "preference" if kind == "sft" and _is_pairs(path) else kind,
-                                skip_invalid=cfg.skip_invalid) for path in data_files(spec)]
+        results = [read_records(path, "preference" if kind == "sft" and _is_pairs(path, cfg.data_format) else kind,
+                                data_format=cfg.data_format, skip_invalid=cfg.skip_invalid) for path in data_files(spec)]
     records = []
     for result in results:
         if result.n_invalid:
             log.warning("skipped %d invalid rows (written to %s)", result.n_invalid, result.rejects_path)
         records.extend(result.records)
+    if not records:  # every row skipped: say so here, not as "fewer than one batch" later
+        raise DataError(f"no valid rows ({sum(r.n_invalid for r in results)} skipped as invalid)", source=spec)
     if kind == "sft":
         records = [SFTExample(r.prompt, r.chosen, meta=r.meta) if isinstance(r, PreferencePair) else r for r in records]
     return records
 
 
-def _is_pairs(path: str) -> bool:
-    """Whether a JSONL file's first row is a preference pair (has chosen and rejected)."""
-    import json
+def _is_pairs(path: str, data_format: str) -> bool:
+    """Whether a file holds preference pairs: a public schema always does; otherwise its first row
+    has chosen and rejected."""
+    from alignkit.data.detect import first_row
 
-    if not path.endswith(".jsonl"):
-        return False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = f.readline()
-    try:
-        row = json.loads(first)
-    except json.JSONDecodeError:
-        return False
-    return isinstance(row, dict) and "chosen" in row and "rejected" in row
+    row = first_row(path) if data_format in ("auto", "trl") else {}
+    return data_format not in ("auto", "trl") or (row is not None and "chosen" in row and "rejected" in row)
 
 
 def load_encoded(spec: str, kind: str, tokenizer, cfg: RunConfig) -> list:
