@@ -236,6 +236,32 @@ def eval_command(policy, baseline, judge, prompts, limit, max_new_tokens, output
     _run_pipeline(recipe)
 
 
+@app.command()
+@click.argument("model")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback unless you mean otherwise).")
+@click.option("--port", type=int, default=8000, show_default=True, help="0 picks a free port (the ready line gives it).")
+@click.option("--api-key-env", help="Name of an environment variable holding the API key clients must send (as a Bearer token).")
+@click.option("--served-model-name", help="The model id clients use (default: MODEL as given).")
+@click.option("--max-batch", type=int, default=64, show_default=True, help="Sequences the engine decodes at once.")
+@click.option("--max-n", type=int, default=16, show_default=True, help="Largest n a request may ask for.")
+@click.option("--default-max-tokens", type=int, default=256, show_default=True, help="max_tokens when a request gives none.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log each request (method, path, status) to stderr.")
+def serve(model, host, port, api_key_env, served_model_name, max_batch, max_n, default_max_tokens, access_log) -> None:
+    """OpenAI-compatible chat server for MODEL (a run's model/ directory, LoRA adapter, hub id or alias).
+
+    Prints `serving MODEL at http://HOST:PORT/v1` once it accepts requests.
+    """
+    from alignkit.serve import build_app, read_api_key, run
+
+    try:
+        api_key = read_api_key(api_key_env)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    server_app = build_app(model, api_key=api_key, served_name=served_model_name, max_batch=max_batch, max_n=max_n,
+                           default_max_tokens=default_max_tokens)
+    run(server_app, host=host, port=port, shown_name=served_model_name or model, access_log=access_log)
+
+
 def _run_recipe(recipe: str, **overrides) -> None:
     from alignkit.pipeline import RecipeError, load_recipe
 
