@@ -33,7 +33,10 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> dict:
         if not bundled.exists():
             raise RecipeError(f"{path}: no such recipe")
         path = bundled
-    recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RecipeError(f"{path}: cannot read recipe: {exc}") from None
     if not isinstance(recipe, dict) or not isinstance(recipe.get("stages"), list):
         raise RecipeError(f"{path}: a recipe is a mapping with a 'stages' list")
     recipe["_file"] = str(path)

@@ -121,10 +121,13 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of field: value")
+    for key in loaded:
+        if not isinstance(key, str):  # YAML reads `0:` or `true:` as a number or a bool
+            raise ConfigError(f"{path}: field names are text, got {key!r}")
     return {k.replace("-", "_"): v for k, v in loaded.items()}
 
 
