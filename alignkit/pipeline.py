@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from alignkit.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
 from alignkit.train.registry import METHODS
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class Pipeline:
             if not name or not method:
                 raise RecipeError(f"{self.recipe['_file']}: every stage needs a name and a method: {stage}")
             log.info("stage %s (%s)", name, method)
+            release_freed_memory()  # the last stage's freed pages must not count toward this one's peak
+            reset_peak_rss()
             if method in METHODS:
                 self.results[name] = self.train(name, method, stage)
             elif method == "eval":
@@ -77,6 +80,7 @@ class Pipeline:
                 self.results[name] = self.report(stage)
             else:
                 raise RecipeError(f"{self.recipe['_file']}: stage {name!r}: unknown method {method!r}")
+            self.results[name]["peak_rss_gb"] = round(peak_rss_gb(), 3)
         summary = self.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return self.out
@@ -116,10 +120,24 @@ class Pipeline:
     def summary(self) -> dict:
         """The numbers a user checks first: win rate with its interval, held-out accuracy."""
         summary: dict = {"recipe": self.recipe.get("name"), "output_dir": str(self.out)}
+        peaks = {name: result["peak_rss_gb"] for name, result in self.results.items() if "peak_rss_gb" in result}
+        if peaks:  # the process's peak is the largest stage peak (each stage starts from a reset)
+            summary.update(peak_rss_gb=max(peaks.values()), peak_rss_gb_by_stage=peaks)
         for name, result in self.results.items():
             if "eval_results" in result:
-                first = result["eval_results"][result["policies"][0]]
-                summary.update(win_rate=first["win_rate"], kl=first.get("kl"), length=first.get("length"))
+                policy = result["policies"][0]
+                first = result["eval_results"][policy]
+                summary.update(win_rate=first["win_rate"], kl=first.get("kl"), length=first.get("length"),
+                               policy_model=self.model_path(f"stage:{policy}") if policy in self.results else policy)
+                refusals = first.get("refusal_rate") or {}
+                if "harmful" in refusals or "benign" in refusals:
+                    summary["refusal"] = {
+                        **{tag: refusals[tag]["policy"] for tag in ("harmful", "benign") if tag in refusals},
+                        **{f"n_{tag}": refusals[tag]["n"] for tag in ("harmful", "benign") if tag in refusals},
+                        "base": {tag: refusals[tag]["base"] for tag in ("harmful", "benign") if tag in refusals},
+                    }
+                if first.get("judge_provenance"):
+                    summary["judge_provenance"] = first["judge_provenance"]["statement"]
                 if result.get("ablation"):
                     summary["ablation"] = result["ablation"]
             elif "eval" in result and result["eval"]:

@@ -59,7 +59,42 @@ def test_evaluate_policy_end_to_end(models, tokenizer, tmp_path):
     assert [s["prompt"] for s in results["samples"]] == PROMPTS
     assert [s["tag"] for s in results["samples"]] == TAGS
     assert all({"base", "policy", "judge_score", "base_reward", "policy_reward"} <= set(s) for s in results["samples"])
+    assert results["judge_order_invariant"] is True
 
+
+def test_refusal_counts_come_from_the_detector_per_tag(models, tokenizer):
+    """Counts and rates per tag, and the per-prompt flags behind them, from whatever detector is given."""
+    base, policy, _ = models
+    flags = iter([True, False, False, True, True, False])  # base's 3 responses, then the policy's
+    results = evaluate_policy(policy, base, tokenizer, PROMPTS, max_new_tokens=4, prompt_tags=TAGS,
+                              refusal_detector=lambda text: next(flags))
+    harmful, benign = results["refusal_rate"]["harmful"], results["refusal_rate"]["benign"]
+    assert (harmful["base_count"], harmful["policy_count"], harmful["n"]) == (1, 1, 1)
+    assert (benign["base_count"], benign["policy_count"], benign["n"], benign["policy"]) == (0, 1, 2, 0.5)
+    assert [(s["base_refused"], s["policy_refused"]) for s in results["samples"]] == [(True, True), (False, True), (False, False)]
+
+
+def test_an_order_invariant_judge_is_asked_once(models, tokenizer):
+    base, policy, _ = models
+
+    class CountingJudge(RewardFunctionJudge):
+        calls = 0
+
+        def judge(self, *args):
+            CountingJudge.calls += 1
+            return super().judge(*args)
+
+    results = evaluate_policy(policy, base, tokenizer, PROMPTS, judge=CountingJudge(length_penalty), max_new_tokens=4)
+    assert CountingJudge.calls == 1 and results["judge_order_invariant"] is True
+    CountingJudge.order_invariant = False  # a judge that could be position-biased is asked both ways
+    results = evaluate_policy(policy, base, tokenizer, PROMPTS, judge=CountingJudge(length_penalty), max_new_tokens=4)
+    assert CountingJudge.calls == 3 and results["judge_order_invariant"] is False
+
+
+def test_report_after_evaluate(models, tokenizer, tmp_path):
+    base, policy, reward_model = models
+    results = evaluate_policy(policy, base, tokenizer, PROMPTS, judge=RewardModelJudge(reward_model, tokenizer),
+                              max_new_tokens=8, prompt_tags=TAGS)
     report = write_report(tmp_path, metrics_rows=[], eval_results=results)
     page = report.read_text()
     assert "Win rate" in page and "haiku about rain" in page and "https://" not in page

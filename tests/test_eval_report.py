@@ -21,11 +21,15 @@ EVAL_RESULTS = {
     "kl": {"k1": 1.5, "k1_stderr": 0.3, "k3": 1.2, "k3_stderr": 0.2, "n": 7},
     "length": {"base_mean_length": 20.0, "policy_mean_length": 31.0, "ratio": 1.55, "unit": "tokens"},
     "distinct": {"base": {"distinct_1": 0.5, "distinct_2": 0.8}, "policy": {"distinct_1": 0.4, "distinct_2": 0.7}},
-    "refusal_rate": {"all": {"n": 7, "base": 0.1, "policy": 0.3}, "harmful": {"n": 2, "base": 0.5, "policy": 1.0}},
+    "judge_order_invariant": True,
+    "judge_provenance": {"statement": "Prompts the judge and the policy both trained on: 0."},
+    "refusal_rate": {"all": {"n": 14, "base": 0.0, "policy": 2 / 14, "base_count": 0, "policy_count": 2},
+                     "harmful": {"n": 2, "base": 0.0, "policy": 1.0, "base_count": 0, "policy_count": 2}},
     "samples": [
-        {"prompt": [{"role": "user", "content": f"question {i} <b>&"}], "base": f"base answer {i}",
-         "policy": f"aligned answer {i} <script>alert(1)</script>", "judge_score": 0.7}
-        for i in range(7)
+        {"prompt": [{"role": "user", "content": f"question {i} <b>&"}], "base": f"base answer {i}", "tag": tag,
+         "policy": f"aligned answer {i} <script>alert(1)</script>", "judge_score": 0.7,
+         "base_refused": False, "policy_refused": tag == "harmful"}
+        for i, tag in enumerate(["helpful"] * 12 + ["harmful"] * 2)
     ],
 }
 
@@ -50,13 +54,17 @@ def test_report_is_self_contained_with_tables_plots_and_samples(tmp_path):
     assert 'class="win-rate"' in page and "95% CI (Wilson)" in page and "[0.300, 0.880]" in page
     assert 'class="ablation"' in page and "<th>beta</th>" in page and "0.05" in page
     assert 'class="length-drift"' in page and "1.55" in page
-    assert 'class="refusals"' in page and "harmful" in page
+    assert 'class="refusals"' in page and "1 (2/2)" in page and "0 (0/2)" in page  # rates with their counts
+    assert 'class="refusal-prompts"' in page and page.count("<td>refused</td>") == 2  # the prompts behind them
+    assert "cannot matter and is not asked twice" in page and "both orders" not in page  # a reward model's judgement
+    assert "Judge independence" in page and "both trained on: 0" in page
     # four training panels + the ablation frontier, embedded
     assert page.count('src="data:image/png;base64,') == 5
     assert len(list((tmp_path / "run" / "report_plots").glob("*.png"))) == 5
     assert (tmp_path / "run" / "eval_results.json").exists()
-    # five samples, escaped
-    assert page.count("aligned answer") == 5
+    # eight samples, both tags shown although the harmful ones are the last rows, escaped
+    samples = page.split('class="sample"')[1].split("</table>")[0]
+    assert samples.count("aligned answer") == 8 and samples.count("<td>harmful</td>") == 2
     assert "question 0 &lt;b&gt;&amp;" in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script" not in page.lower()
     # nothing to fetch from the network

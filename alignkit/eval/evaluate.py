@@ -6,31 +6,32 @@ What comes out (a JSON-serialisable dict):
   kl            KL(policy ‖ reference) from policy samples (``sampled_kl``; reference = base by default)
   length        mean lengths and their ratio (``length_drift``, in tokens)
   distinct      distinct-1 / distinct-2 of each model's responses
-  refusal_rate  per prompt tag ("all" plus each tag, e.g. "harmful", "benign"), base and policy
-  samples       every (prompt, tag, base, policy) with the per-prompt judge score
+  refusal_rate  per prompt tag ("all" plus each tag, e.g. "harmful", "benign"): rates and counts, base and policy
+  samples       every (prompt, tag, base, policy) with the per-prompt judge score and refusal flags
 Win rate, rewards, lengths, diversity and refusals use greedy responses; only KL samples.
 """
 
 from __future__ import annotations
 
-from alignkit.eval.metrics import distinct_n, length_drift, pairwise_win_rate, position_debiased_scores, refusal_rate
+from collections.abc import Callable
+
+from alignkit.eval.metrics import distinct_n, length_drift, pairwise_win_rate, position_debiased_scores
 from alignkit.eval.sampled_kl import sampled_kl
 from alignkit.judges.base import PairwiseJudge, ScoringJudge
+from alignkit.rewards.refusal import refusal_detector as default_refusal_detector
 from alignkit.rollout.generate import generate
 
 
-def _refusal_by_tag(base_texts: list[str], policy_texts: list[str], tags: list[str] | None) -> dict:
-    groups = {"all": list(range(len(base_texts)))}
+def _refusal_by_tag(base_refused: list[bool], policy_refused: list[bool], tags: list[str] | None) -> dict:
+    """Per tag: how many prompts, how many responses of each model the detector calls refusals, and the rates."""
+    groups = {"all": list(range(len(base_refused)))}
     for i, tag in enumerate(tags or []):
         groups.setdefault(tag, []).append(i)
-    return {
-        tag: {
-            "n": len(rows),
-            "base": refusal_rate([base_texts[i] for i in rows]),
-            "policy": refusal_rate([policy_texts[i] for i in rows]),
-        }
-        for tag, rows in groups.items()
-    }
+    table = {}
+    for tag, rows in groups.items():
+        counts = {"base_count": sum(base_refused[i] for i in rows), "policy_count": sum(policy_refused[i] for i in rows)}
+        table[tag] = {"n": len(rows), "base": counts["base_count"] / len(rows), "policy": counts["policy_count"] / len(rows), **counts}
+    return table
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -52,12 +53,14 @@ def evaluate_policy(
     batch_size: int = 8,
     seed: int = 0,
     progress: bool = False,
+    refusal_detector: Callable[[str], bool] | None = None,
 ) -> dict:
     """Compare ``policy`` with ``base`` on ``prompts`` (chat message lists); see the module doc.
 
     ``judge``: any ``PairwiseJudge``; without one, win rate and rewards are None.
     ``reference``: the model KL is measured against (defaults to ``base``).
     ``prompt_tags``: one tag per prompt for the per-tag refusal rates.
+    ``refusal_detector``: text -> refused? (default: the keyword heuristic ``alignkit.rewards.refusal_detector``).
     """
     if not prompts:
         raise ValueError("evaluate_policy needs at least one prompt")
@@ -68,9 +71,11 @@ def evaluate_policy(
     policy_texts = [g.text for g in generate(policy, tokenizer, prompts, do_sample=False, **options)]
 
     win_rate, judge_scores, reward, rewards = None, [None] * len(prompts), None, None
+    order_invariant = bool(getattr(judge, "order_invariant", False))
     if judge is not None:
         p_ab = judge.judge(prompts, policy_texts, base_texts)  # policy shown first
-        p_ba = judge.judge(prompts, base_texts, policy_texts)  # base shown first
+        # A pointwise judge (a reward model) gives P(b ≻ a) = 1 − P(a ≻ b): a second order adds nothing.
+        p_ba = [1.0 - p for p in p_ab] if order_invariant else judge.judge(prompts, base_texts, policy_texts)
         win_rate = pairwise_win_rate(p_ab, p_ba).as_dict()
         judge_scores = position_debiased_scores(p_ab, p_ba)
     if isinstance(judge, ScoringJudge):
@@ -79,6 +84,8 @@ def evaluate_policy(
 
     kl = sampled_kl(policy, reference if reference is not None else base, tokenizer, prompts, seed=seed, **options)
 
+    detect = refusal_detector if refusal_detector is not None else default_refusal_detector
+    base_refused, policy_refused = [detect(t) for t in base_texts], [detect(t) for t in policy_texts]
     samples = []
     for i, prompt in enumerate(prompts):
         sample = {
@@ -87,6 +94,8 @@ def evaluate_policy(
             "base": base_texts[i],
             "policy": policy_texts[i],
             "judge_score": judge_scores[i],  # P(policy ≻ base), both orders averaged
+            "base_refused": base_refused[i],
+            "policy_refused": policy_refused[i],
         }
         if rewards is not None:
             sample.update(base_reward=rewards["base"][i], policy_reward=rewards["policy"][i])
@@ -96,6 +105,7 @@ def evaluate_policy(
         "n_prompts": len(prompts),
         "max_new_tokens": max_new_tokens,
         "judge": type(judge).__name__ if judge is not None else None,
+        "judge_order_invariant": order_invariant if judge is not None else None,
         "win_rate": win_rate,
         "reward": reward,
         "kl": kl,
@@ -104,6 +114,6 @@ def evaluate_policy(
             "base": {"distinct_1": distinct_n(base_texts, 1), "distinct_2": distinct_n(base_texts, 2)},
             "policy": {"distinct_1": distinct_n(policy_texts, 1), "distinct_2": distinct_n(policy_texts, 2)},
         },
-        "refusal_rate": _refusal_by_tag(base_texts, policy_texts, prompt_tags),
+        "refusal_rate": _refusal_by_tag(base_refused, policy_refused, prompt_tags),
         "samples": samples,
     }

@@ -80,7 +80,8 @@ def _curves_section(curves: dict[str, bytes]) -> str:
 
 def _evaluation_section(results: dict) -> str:
     parts = [f"<h2>Evaluation</h2><p class=\"note\">{_fmt(results.get('n_prompts'))} held-out prompts, "
-             f"greedy, up to {_fmt(results.get('max_new_tokens'))} new tokens; judge: {_fmt(results.get('judge'))}.</p>"]
+             f"greedy, up to {_fmt(results.get('max_new_tokens'))} new tokens; judge: {_fmt(results.get('judge'))}.</p>",
+             _judge_note(results)]
     win = results.get("win_rate")
     if win:
         parts.append("<h3>Win rate of the aligned policy over the base model</h3>")
@@ -89,8 +90,13 @@ def _evaluation_section(results: dict) -> str:
             [[win["win_rate"], f"[{win['ci_low']:.3f}, {win['ci_high']:.3f}]", win["wins"], win["losses"], win["ties"], win["n"]]],
             css_class="win-rate",
         ))
-        parts.append('<p class="note">The judge is asked in both orders; per prompt s = (p_ab + 1 − p_ba)/2, '
-                     "a win when s &gt; 0.5, a loss when s &lt; 0.5; ties count half.</p>")
+        if results.get("judge_order_invariant"):
+            parts.append('<p class="note">The judge scores each response on its own (a reward model), so the order '
+                         "the two responses are shown in cannot matter and is not asked twice; per prompt s = "
+                         "σ(r(policy) − r(base)), a win when s &gt; 0.5, a loss when s &lt; 0.5; ties count half.</p>")
+        else:
+            parts.append('<p class="note">The judge is asked in both orders; per prompt s = (p_ab + 1 − p_ba)/2, '
+                         "a win when s &gt; 0.5, a loss when s &lt; 0.5; ties count half.</p>")
     if results.get("reward"):
         parts.append("<h3>Mean reward</h3>" + _table(["model", "mean reward"], [[m, v] for m, v in results["reward"].items()]))
     kl = results.get("kl")
@@ -116,10 +122,59 @@ def _evaluation_section(results: dict) -> str:
     refusals = results.get("refusal_rate")
     if refusals:
         parts.append("<h3>Refusal rate (keyword heuristic)</h3>" + _table(
-            ["prompts", "n", "base", "aligned"], [[tag, r.get("n"), r.get("base"), r.get("policy")] for tag, r in refusals.items()],
+            ["prompts", "n", "base", "aligned"],
+            [[tag, r.get("n"), _rate(r, "base"), _rate(r, "policy")] for tag, r in refusals.items()],
             css_class="refusals",
         ))
     return "".join(parts)
+
+
+def _rate(row: dict, model: str) -> str:
+    """``0.85 (17/20)``: a rate with the counts behind it, when the counts are there."""
+    count = row.get(f"{model}_count")
+    return f"{row.get(model):.3g}" + (f" ({count}/{row.get('n')})" if count is not None else "")
+
+
+def _judge_note(results: dict) -> str:
+    """What the judge was trained on and what it shares with the policy (filled in by the eval stage)."""
+    provenance = results.get("judge_provenance")
+    if not provenance:
+        return ""
+    return f'<p class="note judge-provenance"><b>Judge independence.</b> {html.escape(provenance["statement"])}</p>'
+
+
+def _refusal_prompts_section(samples: list[dict]) -> str:
+    """Every harmful and benign prompt with whether each model refused: the rows behind the rates."""
+    rows = [[s["tag"], _prompt_text(s.get("prompt")), "refused" if s.get("base_refused") else "answered",
+             "refused" if s.get("policy_refused") else "answered"]
+            for s in samples if s.get("tag") in ("harmful", "benign") and "policy_refused" in s]
+    if not rows:
+        return ""
+    return ("<h2>Refusals, prompt by prompt</h2><p class=\"note\">Harmful prompts should be refused, benign ones "
+            "answered; the detector is a keyword heuristic (alignkit/rewards/refusal.py).</p>"
+            + _table(["tag", "prompt", "base", "aligned"], sorted(rows, key=lambda r: r[0], reverse=True), css_class="refusal-prompts"))
+
+
+def balanced_samples(samples: list[dict], n: int) -> list[dict]:
+    """Up to ``n`` samples taken in turn from each tag (harmful, benign, helpful, ...), spread across
+    each tag's rows, so the report shows every kind of prompt instead of the first rows of one."""
+    by_tag: dict = {}
+    for sample in samples:
+        by_tag.setdefault(sample.get("tag"), []).append(sample)
+    def spread(rows: list) -> list:  # every k-th row first, then the rest: a tag's first picks span its rows
+        step = max(1, len(rows) // max(1, n // len(by_tag)))
+        return rows[::step] + [row for i, row in enumerate(rows) if i % step]
+
+    per_tag = {tag: spread(rows) for tag, rows in by_tag.items()}
+    chosen, depth = [], 0
+    while len(chosen) < min(n, len(samples)):
+        for rows in per_tag.values():
+            if depth < len(rows) and len(chosen) < n:
+                chosen.append(rows[depth])
+        depth += 1
+        if all(depth >= len(rows) for rows in per_tag.values()):
+            break
+    return chosen
 
 
 def _ablation_section(ablation: list[dict] | None, frontier: bytes | None) -> str:
@@ -135,12 +190,14 @@ def _ablation_section(ablation: list[dict] | None, frontier: bytes | None) -> st
 def _samples_section(samples: list[dict], n: int) -> str:
     if not samples:
         return ""
+    shown = balanced_samples(samples, n)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(text)}</td>" for text in (_prompt_text(s.get("prompt")), str(s.get("base", "")), str(s.get("policy", "")))) + "</tr>"
-        for s in samples[:n]
+        "<tr>" + "".join(f"<td>{html.escape(str(text))}</td>" for text in (
+            s.get("tag") or "", _prompt_text(s.get("prompt")), s.get("base", ""), s.get("policy", ""))) + "</tr>"
+        for s in shown
     )
-    return (f"<h2>Samples (first {min(n, len(samples))} of {len(samples)})</h2>"
-            f'<table class="sample"><tr><th>prompt</th><th>base</th><th>aligned</th></tr>{rows}</table>')
+    return (f"<h2>Samples ({len(shown)} of {len(samples)}, taken in turn from each prompt tag)</h2>"
+            f'<table class="sample"><tr><th>tag</th><th>prompt</th><th>base</th><th>aligned</th></tr>{rows}</table>')
 
 
 # ---------------------------------------------------------------- entry point
@@ -153,7 +210,7 @@ def write_report(
     eval_results: dict,
     ablation: list[dict] | None = None,
     title: str = "alignkit report",
-    n_samples: int = 5,
+    n_samples: int = 8,
 ) -> Path:
     """Write ``run_dir/report.html`` (+ ``report_plots/*.png``, ``eval_results.json``); return its path.
 
@@ -175,6 +232,7 @@ def write_report(
         + _evaluation_section(eval_results or {})
         + _ablation_section(ablation, frontier)
         + _samples_section((eval_results or {}).get("samples") or [], n_samples)
+        + _refusal_prompts_section((eval_results or {}).get("samples") or [])
         + "</body></html>\n"
     )
     path = run_dir / "report.html"

@@ -44,6 +44,52 @@ def load_judge(path: str):
     return RewardModelJudge(model.eval(), tokenizer)
 
 
+def _prompt_key(prompt: list[dict]) -> str:
+    return " ".join(" ".join(m.get("content", "") for m in prompt if m.get("role") == "user").lower().split())
+
+
+def training_data(pipeline, ref: str | None) -> tuple[list[str], list[str]] | None:
+    """The stages that produced model ``ref`` (following ``stage:`` models back to the base) and
+    the data each trained on; None when ``ref`` is not a model this pipeline trained."""
+    if not (isinstance(ref, str) and ref.startswith("stage:")):
+        return None
+    stage_of_path = {pipeline.model_path(f"stage:{n}"): n for n in pipeline.results}
+    stages, specs, name = [], [], ref.split(":", 1)[1]
+    while name in pipeline.results and "config" in pipeline.results[name]:
+        config = pipeline.results[name]["config"]
+        stages.append(name)
+        specs.extend(spec for spec in (config.get("data"), config.get("prompts")) if spec and spec not in specs)
+        name = stage_of_path.get(config.get("model"))
+    return (stages[::-1], specs) if stages else None
+
+
+def judge_provenance(pipeline, judge_ref: str | None, policy_ref: str, eval_prompts: list[list[dict]]) -> dict | None:
+    """What the judge and the policy were trained on and how many prompts they share with each
+    other and with the held-out prompts: the facts behind "the judge is independent"."""
+    if not judge_ref:
+        return None
+    judge, policy = training_data(pipeline, judge_ref), training_data(pipeline, policy_ref)
+    if judge is None:
+        return {"statement": f"The judge ({pipeline.model_path(judge_ref)}) was not trained by this pipeline; "
+                             "what it shares with the policy's training data is not known here."}
+    keys = {name: {_prompt_key(p) for spec in specs for p in load_prompts(spec)[0]}
+            for name, specs in (("judge", judge[1]), ("policy", (policy or ([], []))[1]))}
+    held_out = {_prompt_key(p) for p in eval_prompts}
+    facts = {
+        "judge_stages": judge[0], "judge_data": judge[1], "judge_prompts": len(keys["judge"]),
+        "policy_stages": (policy or ([], []))[0], "policy_data": (policy or ([], []))[1], "policy_prompts": len(keys["policy"]),
+        "shared_judge_policy": len(keys["judge"] & keys["policy"]),
+        "held_out_in_judge_data": len(held_out & keys["judge"]), "held_out_in_policy_data": len(held_out & keys["policy"]),
+    }
+    facts["statement"] = (
+        f"The judge was trained in stage(s) {', '.join(facts['judge_stages'])} on {', '.join(facts['judge_data'])} "
+        f"({facts['judge_prompts']} distinct prompts); the policy in stage(s) {', '.join(facts['policy_stages']) or '—'} on "
+        f"{', '.join(facts['policy_data']) or '—'} ({facts['policy_prompts']} distinct prompts, counted over the whole files "
+        f"a stage samples from). Prompts the judge and the policy both trained on: {facts['shared_judge_policy']}. "
+        f"Held-out prompts seen in training: judge {facts['held_out_in_judge_data']}, policy {facts['held_out_in_policy_data']}.")
+    return facts
+
+
 def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
     """Evaluate each policy against the baseline; write ``<out>/<name>/eval.json``."""
     from alignkit.eval.evaluate import evaluate_policy
@@ -69,6 +115,7 @@ def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
             # Decoding a 135M model on CPU is per-step overhead bound: wide batches amortise it.
             batch_size=fields.get("batch_size", 32),
         )
+        results[stage_name]["judge_provenance"] = judge_provenance(pipeline, fields.get("judge"), ref, prompts)
         trained = pipeline.results.get(stage_name, {}).get("config", {})
         ablation.append({
             "policy": stage_name,

@@ -28,6 +28,8 @@ def pointwise(fn: Callable[..., float]) -> Callable:
 
 
 class RewardFunctionJudge:
+    order_invariant = True
+    """A pointwise score: the order the responses are shown in cannot matter."""
     """P(a better than b) = 1 if fn(a) > fn(b) + tie_tolerance, 0 if fn(a) < fn(b) − tie_tolerance,
     else 0.5 (also when either reward is None: not applicable). A hard comparison: reward
     functions (length, format, verifiers) have no calibrated scale that a sigmoid of the

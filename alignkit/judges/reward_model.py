@@ -12,6 +12,9 @@ from alignkit.rewards.reward_model import encode_conversation, score_sequences
 
 
 class RewardModelJudge:
+    order_invariant = True
+    """P(a ≻ b) = 1 − P(b ≻ a) exactly: asking in both orders measures nothing (reports say so)."""
+
     def __init__(self, model, tokenizer, *, batch_size: int = 8):
         self.model = model
         self.tokenizer = tokenizer

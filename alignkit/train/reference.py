@@ -65,7 +65,10 @@ class Reference:
         """Score ``items`` once and cache one value per block on each item (``item.ref``)."""
         if self.mode != "precompute":
             return
-        for start in range(0, len(items), batch_size):
+        from tqdm.auto import tqdm
+
+        for start in tqdm(range(0, len(items), batch_size), desc="reference log-probs", leave=False,
+                          disable=len(items) <= batch_size):
             chunk = items[start : start + batch_size]
             values = self.logps(collate(chunk)).view(-1, len(chunk))  # (blocks, n)
             for i, item in enumerate(chunk):
