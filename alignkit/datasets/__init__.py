@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).parent
-BUNDLED = {"hhh": ROOT / "hhh", "arith": ROOT / "arith", "constraints": ROOT / "constraints"}
+BUNDLED = {"hhh": ROOT / "hhh", "arith": ROOT / "arith", "constraints": ROOT / "constraints", "reviews": ROOT / "reviews"}
 
 
 def bundled_files(spec: str) -> list[Path] | None:

@@ -23,6 +23,7 @@ from alignkit.losses.kto import kto_kl_reference, kto_loss, kto_reference_point
 from alignkit.losses.ppo import (
     AdaptiveKLController,
     FixedKLController,
+    explained_variance,
     gae_advantages,
     kl_penalized_rewards,
     ppo_policy_loss,
@@ -74,6 +75,7 @@ __all__ = [
     "cdpo_loss",
     "dpo_loss",
     "ensemble_reward",
+    "explained_variance",
     "gae_advantages",
     "group_advantages",
     "grpo_loss",

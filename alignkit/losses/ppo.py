@@ -5,11 +5,12 @@ from dataclasses import dataclass
 import torch
 
 from alignkit.losses.kl import kl_penalty
-from alignkit.losses.reduction import aggregate_token_losses, masked_mean, masked_whiten
+from alignkit.losses.reduction import aggregate_token_losses, masked_mean, masked_var, masked_whiten
 
 __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
+    "explained_variance",
     "gae_advantages",
     "kl_penalty",
     "kl_penalized_rewards",
@@ -123,6 +124,21 @@ def gae_advantages(
         advantages = advantages * mask
         returns = (advantages + values) * mask
     return advantages, returns
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """How much of the returns' variance the value estimates explain (CleanRL's and TRL's PPO log it).
+
+    EV = 1 - Var[R - V] / Var[R]   over the masked tokens (population variances)
+
+    1: perfect values; 0: no better than a constant; < 0: worse than a constant. NaN when the
+    returns do not vary. Shapes: ``values``, ``returns``, ``mask`` ``[B, T]`` -> scalar (detached).
+    """
+    with torch.no_grad():
+        spread = masked_var(returns, mask, unbiased=False)
+        if spread == 0:
+            return torch.tensor(float("nan"))
+        return 1 - masked_var(returns - values, mask, unbiased=False) / spread
 
 
 def kl_penalized_rewards(

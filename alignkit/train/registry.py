@@ -39,6 +39,8 @@ from alignkit.train.config import RunConfig
 from alignkit.train.dpo import DPOConfig, run_dpo
 from alignkit.train.grpo import GRPOConfig, run_grpo
 from alignkit.train.kto import KTOConfig, run_kto
+from alignkit.train.ppo import PPOConfig, run_ppo
+from alignkit.train.rloo import RLOOConfig, run_rloo
 from alignkit.train.rm import RMConfig, run_rm
 from alignkit.train.sft import SFTConfig, run_sft
 
@@ -61,6 +63,8 @@ METHODS: dict[str, MethodSpec] = {
     "dpo": MethodSpec(DPOConfig, run_dpo, "Direct preference optimisation and its family (IPO, cDPO, hinge, RPO, SimPO, ORPO)."),
     "kto": MethodSpec(KTOConfig, run_kto, "KTO on unpaired thumbs-up / thumbs-down feedback."),
     "grpo": MethodSpec(GRPOConfig, run_grpo, "GRPO / RLVR: G samples per prompt, group-relative advantages, verifiable rewards."),
+    "ppo": MethodSpec(PPOConfig, run_ppo, "PPO-RLHF: policy, reference, reward (functions or a reward model) and value; KL-penalised reward, GAE."),
+    "rloo": MethodSpec(RLOOConfig, run_rloo, "RLOO: k samples per prompt, leave-one-out baseline, KL-penalised reward; no value model."),
 }
 
 
