@@ -218,18 +218,22 @@ def quickstart(output_dir: str | None) -> None:
 @app.command("eval")
 @click.option("--policy", required=True, multiple=True, help="Model(s) to evaluate: a run's model/ directory, a hub id or an alias.")
 @click.option("--baseline", default="smollm2-135m-instruct", show_default=True, help="The model each policy is compared with.")
-@click.option("--judge", help="A reward model directory (e.g. an `alignkit rm` run's model/); without one: no win rate.")
+@click.option("--judge", multiple=True, help="A reward model directory, a chat model (LLM judge), an endpoint URL (http://host/v1[#model]), "
+              "or constitution:MODEL; repeat for several judges (their agreement is reported). Without one: no win rate.")
+@click.option("--judge-api-key-env", help="Environment variable holding an endpoint judge's API key.")
+@click.option("--sycophancy", is_flag=True, help="Also run the bundled sycophancy probe on the baseline and each policy.")
 @click.option("--prompts", default="hhh:test", show_default=True, help="Held-out prompts: a prompt or preference file, or hhh:test.")
 @click.option("--limit", type=int, help="Use only the first N prompts.")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
 @click.option("--output-dir", default="runs/eval", show_default=True)
-def eval_command(policy, baseline, judge, prompts, limit, max_new_tokens, output_dir) -> None:
+def eval_command(policy, baseline, judge, judge_api_key_env, sycophancy, prompts, limit, max_new_tokens, output_dir) -> None:
     """Win rate (judge asked in both orders, 95% CI), KL, length drift, diversity, refusals, and a report."""
     recipe = {
         "name": "eval", "model": baseline, "output_dir": output_dir, "_file": "alignkit eval",
         "stages": [
-            {"name": "eval", "method": "eval", "policies": list(policy), "judge": judge, "prompts": prompts,
-             "limit": limit, "max_new_tokens": max_new_tokens},
+            {"name": "eval", "method": "eval", "policies": list(policy), "judge": list(judge), "prompts": prompts,
+             "limit": limit, "max_new_tokens": max_new_tokens, "judge_api_key_env": judge_api_key_env,
+             "sycophancy": sycophancy},
             {"name": "report", "method": "report", "curves": None},
         ],
     }
