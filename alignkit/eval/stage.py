@@ -93,6 +93,8 @@ def judge_provenance(pipeline, judge_ref: str | None, policy_ref: str, eval_prom
 def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
     """Evaluate each policy against the baseline; write ``<out>/<name>/eval.json``."""
     from alignkit.eval.evaluate import evaluate_policy
+    from alignkit.eval.feedback import add_judge_panel, add_sycophancy, load_judges
+    from alignkit.eval.sycophancy import sycophancy_probe
     from alignkit.models import load_policy, load_tokenizer
 
     out = pipeline.out / name
@@ -100,10 +102,12 @@ def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
     policies = fields.get("policies") or [fields["policy"]]
     spec = fields.get("prompts") or pipeline.recipe.get("eval_data") or "hhh:test"
     prompts, tags = load_prompts(spec, fields.get("limit"))
-    judge = load_judge(pipeline.model_path(fields["judge"])) if fields.get("judge") else None
+    # Judges of every kind (alignkit.eval.feedback): a reward model also drives evaluate_policy's win rate.
+    judge_spec, judge, panel = load_judges(pipeline, fields, cache_dir=out / "judge-cache")
     base_path = pipeline.model_path(fields.get("baseline", "base"))
     tokenizer = load_tokenizer(base_path)
     base = load_policy(base_path).eval()
+    base_probe = sycophancy_probe(base, tokenizer) if fields.get("sycophancy") else None
     results, ablation = {}, []
     for ref in policies:
         stage_name = ref.split(":", 1)[1] if ref.startswith("stage:") else run_name(ref)
@@ -115,7 +119,10 @@ def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
             # Decoding a 135M model on CPU is per-step overhead bound: wide batches amortise it.
             batch_size=fields.get("batch_size", 32),
         )
-        results[stage_name]["judge_provenance"] = judge_provenance(pipeline, fields.get("judge"), ref, prompts)
+        results[stage_name]["judge_provenance"] = judge_provenance(pipeline, judge_spec, ref, prompts)
+        add_judge_panel(results[stage_name], panel, prompts)
+        if base_probe is not None:
+            add_sycophancy(results[stage_name], base_probe, policy, tokenizer)
         trained = pipeline.results.get(stage_name, {}).get("config", {})
         ablation.append({
             "policy": stage_name,
