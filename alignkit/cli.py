@@ -308,6 +308,15 @@ def _add_training_commands() -> None:
 _add_training_commands()
 
 
+def _add_ai_feedback_commands() -> None:
+    from alignkit.cai.commands import cai  # click only at import: `alignkit --help` stays fast
+
+    app.add_command(cai)
+
+
+_add_ai_feedback_commands()
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="alignkit")
 
