@@ -122,11 +122,13 @@ def _build_config(cls, config_file, flags: dict):
 
 def _run_training(spec, config_file, flags):
     from alignkit.data.errors import DataError
+    from alignkit.train.checkpoint import CheckpointError
+    from alignkit.train.guards import StepFaultError
 
     cfg = _build_config(spec.config, config_file, flags)
     try:
         summary = spec.run(cfg)
-    except DataError as exc:
+    except (DataError, StepFaultError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:  # a setting that cannot work with this data ("fewer than one batch", ...)
         if logging.getLogger().isEnabledFor(logging.DEBUG):

@@ -3,9 +3,11 @@
 A checkpoint holds what a run needs to continue bit-for-bit: the trainable parameters (full
 weights or only the LoRA adapter, whichever requires grad), optimizer and scheduler state, the
 RNG states, the optimizer step (the data position is derived from it) and, for an online
-method, its own state (the rollout buffer it is part-way through). It is written to a
-temporary directory and renamed into place, so a kill mid-save never leaves a broken one, and
-loading uses safetensors and ``torch.load(weights_only=True)`` only.
+method, its own state (the rollout buffer it is part-way through), and what the loop needs to
+check a resume (``trainer_state.json``: the run's fingerprint, the fault guard's history). It is
+written through :func:`alignkit.atomic.atomic_directory` (temporary directory, fsync'd, renamed
+into place), so a kill or a full disk mid-save never leaves a broken one and the previous
+checkpoint stays loadable; loading uses safetensors and ``torch.load(weights_only=True)`` only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from alignkit.atomic import atomic_directory
@@ -46,22 +49,35 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
 
 
+class CheckpointError(OSError):
+    """A checkpoint could not be written (a full disk, say); the previous one is intact."""
+
+
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, *, keep: int = 2,
-                    method_state: dict | None = None) -> Path:
+                    method_state: dict | None = None, trainer_state: dict | None = None) -> Path:
     """Write ``root/step-{step}`` atomically and keep only the newest ``keep`` checkpoints.
 
     ``method_state``: tensors, numbers, strings and containers of them (``torch.load`` with
-    ``weights_only=True`` reads it back), given back to the method on resume."""
+    ``weights_only=True`` reads it back), given back to the method on resume. ``trainer_state``:
+    JSON values stored beside the step (:func:`read_trainer_state` gives them back)."""
     final = root / f"step-{step}"
-    with atomic_directory(final) as tmp:
-        save_file(trainable_state(model), tmp / "trainable.safetensors")
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-            tmp / "optim.pt",
-        )
-        if method_state is not None:
-            torch.save(method_state, tmp / METHOD_STATE_FILE)
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step}))
+    try:
+        with atomic_directory(final) as tmp:
+            save_file(trainable_state(model), tmp / "trainable.safetensors")
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+                tmp / "optim.pt",
+            )
+            if method_state is not None:
+                torch.save(method_state, tmp / METHOD_STATE_FILE)
+            # Written last: a directory holding it is complete (list_checkpoints relies on that).
+            (tmp / STATE_FILE).write_text(json.dumps({**(trainer_state or {}), "step": step}))
+    except (OSError, RuntimeError, SafetensorError) as exc:  # how torch.save and safetensors report a failed write
+        previous = list_checkpoints(root)
+        raise CheckpointError(
+            f"could not write checkpoint {final}: {exc}; nothing was half-written, the previous checkpoint "
+            f"({previous[-1] if previous else 'none'}) is intact"
+        ) from exc
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -94,4 +110,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, *, method=None) -> 
         if not (path / METHOD_STATE_FILE).exists():
             raise ValueError(f"{path}: no {METHOD_STATE_FILE}; this checkpoint was not written by an online method")
         method.load_state_dict(torch.load(path / METHOD_STATE_FILE, weights_only=True))
-    return json.loads((path / STATE_FILE).read_text())["step"]
+    return read_trainer_state(path)["step"]
+
+
+def read_trainer_state(path: Path) -> dict:
+    """``trainer_state.json`` of a checkpoint: its step and what the loop stored beside it."""
+    return json.loads((path / STATE_FILE).read_text())

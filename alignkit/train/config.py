@@ -8,11 +8,14 @@ method's config subclasses :class:`RunConfig`; see ``alignkit/train/registry.py`
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+log = logging.getLogger(__name__)
 
 
 class RunConfig(BaseModel):
@@ -90,10 +93,17 @@ class RunConfig(BaseModel):
     threads: int | None = None
     """torch intra-op threads (default: torch's choice)."""
     trust_remote_code: bool = False
-    """Allow model code from the hub to run (off unless asked)."""
+    """Allow model code from the hub to run (off unless asked; warns when on)."""
+    on_fault: Literal["stop", "skip"] = "stop"
+    """A step with a non-finite loss, gradient or reward, or a loss spike: stop with weights intact, or skip it and count it."""
+    loss_spike_zscore: float | None = Field(None, gt=0)
+    """Treat a loss this many standard deviations above the last 50 steps' mean as a fault (None: off)."""
 
     @model_validator(mode="after")
     def _check(self):
+        if self.trust_remote_code:
+            log.warning("trust_remote_code is on: Python code shipped with %s will run on this machine; "
+                        "use it only for a model whose code you have read or whose author you trust", self.model)
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}")
         if self.load_in_4bit and not self.lora_r:

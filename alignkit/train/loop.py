@@ -4,8 +4,9 @@ A method supplies ``model`` (whose parameters that require grad are trained), ``
 ``collate(items) -> batch``, ``loss(batch, totals=None) -> (scalar, metrics)``,
 ``evaluate() -> metrics`` and ``save(directory)``; optionally ``length(item)`` (for
 length-grouped batches) and ``batch_totals(batch)``. The loop owns everything else: data order,
-accumulation, all-reduce across processes, clipping, the NaN guard, schedule, checkpoints,
-resume, logging and progress.
+accumulation, all-reduce across processes, clipping, the fault guard (non-finite loss, gradient
+or reward, loss spikes: ``guards.py``), schedule, checkpoints, resume (refused when the settings
+or data changed: ``fingerprint.py``), logging and progress.
 
 An *online* method (GRPO, PPO, ...) draws each step's items from its own rollout buffer, which
 it refills from the current policy every few steps: it supplies ``step_items(step, topo)`` (this
@@ -31,6 +32,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -40,9 +42,12 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from alignkit.atomic import clean_stale
 from alignkit.losses.reduction import sum_across_processes
-from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
 from alignkit.train.config import RunConfig
+from alignkit.train.fingerprint import check_resume, run_fingerprint
+from alignkit.train.guards import NonFiniteLossError, StepGuard, non_finite_rewards  # noqa: F401 (re-exported)
 from alignkit.train.logger import MetricsLogger
 from alignkit.train.schedule import build_scheduler
 
@@ -57,10 +62,6 @@ class Method(Protocol):
     def loss(self, batch: Any, totals: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]: ...
     def evaluate(self) -> dict[str, float]: ...
     def save(self, directory: Path) -> None: ...
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised before the optimizer step when a loss or gradient is NaN/inf; weights are untouched."""
 
 
 @dataclass
@@ -207,11 +208,20 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     params = [p for p in method.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg, total_steps)
     ckpt_root = out / "checkpoints"
+    if topo.is_main:
+        clean_stale(ckpt_root)  # temporary directories of a run killed mid-save
+        clean_stale(out)
+    fingerprint = run_fingerprint(cfg, len(method.train_items) if hasattr(method, "train_items") else None)
+    guard = StepGuard(cfg.on_fault, cfg.loss_spike_zscore)
     start = 0
     if cfg.resume and list_checkpoints(ckpt_root):
         latest = list_checkpoints(ckpt_root)[-1]
+        saved = read_trainer_state(latest)
+        check_resume(saved.get("fingerprint"), fingerprint, latest)
         start = load_checkpoint(latest, method.model, optimizer, scheduler,
                                 method=method if hasattr(method, "load_state_dict") else None)
+        if "guard" in saved:
+            guard.load_state_dict(saved["guard"])
         log.info("resumed from %s at step %d", latest, start)
         if topo.is_main:
             truncate_metrics(out / "metrics.jsonl", start)
@@ -246,28 +256,39 @@ def fit(method: Method, cfg: RunConfig) -> dict:
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
                 counts[k] = counts.get(k, 0) + 1
-        # Every process learns of a bad loss anywhere, so all stop together instead of the
-        # others waiting forever in the gradient all-reduce.
+        # Every process learns of a fault anywhere, so all stop (or skip) together instead of
+        # the others waiting forever in the gradient all-reduce.
+        fault = None
         if _any_process(bad_loss is not None, topo):
-            optimizer.zero_grad(set_to_none=True)
-            where = f"loss is {bad_loss}" if bad_loss is not None else "non-finite loss on another process"
-            raise NonFiniteLossError(
-                f"step {step + 1}: {where}; stopped before the optimizer step, "
-                f"weights untouched (last good checkpoint: {_newest(ckpt_root)})"
-            )
-        _sum_grads_across_processes(params, topo)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-        if not torch.isfinite(grad_norm):
-            optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(f"step {step + 1}: gradient norm is {grad_norm.item()}; weights untouched")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-
+            fault = f"loss is {bad_loss}" if bad_loss is not None else "non-finite loss on another process"
+        reward_fault = non_finite_rewards(sums)
+        if fault is None and _any_process(reward_fault is not None, topo):
+            fault = reward_fault or "non-finite rewards on another process"
+        if fault is None:
+            _sum_grads_across_processes(params, topo)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+            if not torch.isfinite(grad_norm):  # the same on every process: gradients are summed
+                fault = f"gradient norm is {grad_norm.item()}"
+        if fault is None:
+            step_metrics = _step_metrics(step_loss, sums, counts, topo)
+            fault = guard.spike(step_metrics["loss"])
         done = step + 1
-        last = _step_metrics(step_loss, sums, counts, topo)
-        last.update(grad_norm=grad_norm.item(), lr=scheduler.get_last_lr()[0], epoch=done / steps_per_epoch,
-                    **{"time/step": time.perf_counter() - step_start})
+        if fault is not None:
+            optimizer.zero_grad(set_to_none=True)
+            guard.fault(done, fault, _newest(ckpt_root))  # raises unless on_fault="skip"
+            with warnings.catch_warnings():  # a skipped first step calls it before any optimizer step: intended
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                scheduler.step()  # the schedule follows the step count, skipped steps included
+            last = {"skipped_steps": guard.skipped}
+        else:
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            guard.good(step_metrics["loss"])
+            last = step_metrics
+            last.update(grad_norm=grad_norm.item(), lr=scheduler.get_last_lr()[0], epoch=done / steps_per_epoch,
+                        **({"skipped_steps": guard.skipped} if guard.skipped else {}),
+                        **{"time/step": time.perf_counter() - step_start})
         if done % cfg.log_every == 0 or done == total_steps:
             logger.log(last, step=done)
         bar.set_postfix({k: f"{last[k]:.4g}" for k in ("loss", "rewards/margins", "rewards/accuracies", "reward") if k in last})
@@ -276,7 +297,8 @@ def fit(method: Method, cfg: RunConfig) -> dict:
             _evaluate(method, logger, done)
         if cfg.save_every and done % cfg.save_every == 0 and topo.is_main:
             save_checkpoint(ckpt_root, done, method.model, optimizer, scheduler, keep=cfg.keep_checkpoints,
-                            method_state=method.state_dict() if hasattr(method, "state_dict") else None)
+                            method_state=method.state_dict() if hasattr(method, "state_dict") else None,
+                            trainer_state={"fingerprint": fingerprint, "guard": guard.state_dict()})
     bar.close()
 
     final_eval = _evaluate(method, logger, total_steps)
@@ -288,6 +310,8 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     }
     if on_start is not None:
         summary["eval_on_start"] = on_start
+    if guard.skipped:
+        summary["skipped_steps"] = guard.skipped
     if topo.is_main:
         method.save(out / "model")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
