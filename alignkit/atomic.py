@@ -8,7 +8,8 @@ first renamed aside to a backup name, so at every moment one complete copy exist
 the two names, and :func:`clean_stale` puts a backup whose target is missing back in place.
 
 Names (all dot-files, never listed as checkpoints): ``.<name>.tmp-XXXX`` is being written,
-``.<name>.old-XXXX`` is a replaced copy about to be deleted.
+``.<name>.old-XXXX`` is a replaced copy about to be deleted, ``.<name>.del-XXXX`` a directory
+being removed (renamed first, so a half-deleted one never passes for a complete one).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-STALE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-[^.]+$")
+STALE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old|del)-[^.]+$")
 RENAME_EXCHANGE = 2  # linux/fs.h
 AT_FDCWD = -100
 
@@ -62,6 +63,15 @@ def replace_directory(new: Path, target: Path) -> None:
         fsync_dir(target.parent)
         shutil.rmtree(backup)
     fsync_dir(target.parent)
+
+
+def remove_directory(path: Path) -> None:
+    """Delete ``path``: renamed aside in one step, then deleted (a kill in between leaves only a
+    ``.del-`` directory, which :func:`clean_stale` removes)."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.del-", dir=path.parent))
+    os.rename(path, aside / "x")
+    fsync_dir(path.parent)
+    shutil.rmtree(aside)
 
 
 def _exchange(a: Path, b: Path) -> bool:

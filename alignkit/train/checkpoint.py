@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from alignkit.atomic import atomic_directory
+from alignkit.atomic import atomic_directory, remove_directory
 
 STATE_FILE = "trainer_state.json"
 METHOD_STATE_FILE = "method_state.pt"
@@ -79,7 +78,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, *, keep:
             f"({previous[-1] if previous else 'none'}) is intact"
         ) from exc
     for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_directory(old)
     return final
 
 

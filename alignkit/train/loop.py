@@ -320,10 +320,18 @@ def fit(method: Method, cfg: RunConfig) -> dict:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after ``step``: their weights were lost with the crash, resume redoes them."""
+    """Drop rows logged after ``step``: their weights were lost with the crash, resume redoes them.
+    A row cut short by the kill is not JSON: it goes too."""
     if path.exists():
-        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        rows = [line for line in path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= step]
         path.write_text("".join(r + "\n" for r in rows))
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 def _evaluate(method: Method, logger: MetricsLogger, step: int) -> dict[str, float]:
