@@ -60,6 +60,11 @@ def test_evaluate_policy_end_to_end(models, tokenizer, tmp_path):
     assert [s["tag"] for s in results["samples"]] == TAGS
     assert all({"base", "policy", "judge_score", "base_reward", "policy_reward"} <= set(s) for s in results["samples"])
     assert results["judge_order_invariant"] is True
+    by_tag = win["by_tag"]
+    assert {tag: w["n"] for tag, w in by_tag.items()} == {"harmful": 1, "benign": 2}
+    assert by_tag["harmful"]["wins"] + by_tag["benign"]["wins"] == win["wins"]
+    score = results["samples"][0]["judge_score"]  # the one harmful prompt
+    assert by_tag["harmful"]["win_rate"] == (1.0 if score > 0.5 else 0.0 if score < 0.5 else 0.5)
 
 
 def test_refusal_counts_come_from_the_detector_per_tag(models, tokenizer):

@@ -1,7 +1,7 @@
 """Evaluate an aligned policy against its base model on held-out prompts.
 
 What comes out (a JSON-serialisable dict):
-  win_rate      policy over base, the judge asked in both orders (``pairwise_win_rate``)
+  win_rate      policy over base, the judge asked in both orders (``pairwise_win_rate``), and per prompt tag
   reward        mean reward of each model's responses, when the judge scores pointwise
   kl            KL(policy ‖ reference) from policy samples (``sampled_kl``; reference = base by default)
   length        mean lengths and their ratio (``length_drift``, in tokens)
@@ -22,11 +22,16 @@ from alignkit.rewards.refusal import refusal_detector as default_refusal_detecto
 from alignkit.rollout.generate import generate
 
 
+def _rows_by_tag(tags: list[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, tag in enumerate(tags):
+        groups.setdefault(tag, []).append(i)
+    return groups
+
+
 def _refusal_by_tag(base_refused: list[bool], policy_refused: list[bool], tags: list[str] | None) -> dict:
     """Per tag: how many prompts, how many responses of each model the detector calls refusals, and the rates."""
-    groups = {"all": list(range(len(base_refused)))}
-    for i, tag in enumerate(tags or []):
-        groups.setdefault(tag, []).append(i)
+    groups = {"all": list(range(len(base_refused))), **_rows_by_tag(tags or [])}
     table = {}
     for tag, rows in groups.items():
         counts = {"base_count": sum(base_refused[i] for i in rows), "policy_count": sum(policy_refused[i] for i in rows)}
@@ -78,6 +83,10 @@ def evaluate_policy(
         p_ba = [1.0 - p for p in p_ab] if order_invariant else judge.judge(prompts, base_texts, policy_texts)
         win_rate = pairwise_win_rate(p_ab, p_ba).as_dict()
         judge_scores = position_debiased_scores(p_ab, p_ba)
+        if prompt_tags and len(set(prompt_tags)) > 1:  # which kinds of prompt the wins come from
+            win_rate["by_tag"] = {
+                tag: pairwise_win_rate([p_ab[i] for i in rows], [p_ba[i] for i in rows]).as_dict()
+                for tag, rows in _rows_by_tag(prompt_tags).items()}
     if isinstance(judge, ScoringJudge):
         rewards = {"base": judge.score(prompts, base_texts), "policy": judge.score(prompts, policy_texts)}
         reward = {name: _mean(values) for name, values in rewards.items()}

@@ -90,6 +90,13 @@ def _evaluation_section(results: dict) -> str:
             [[win["win_rate"], f"[{win['ci_low']:.3f}, {win['ci_high']:.3f}]", win["wins"], win["losses"], win["ties"], win["n"]]],
             css_class="win-rate",
         ))
+        if win.get("by_tag"):
+            parts.append(_table(
+                ["prompt tag", "win rate", "95% CI (Wilson)", "wins", "losses", "ties", "n"],
+                [[tag, w["win_rate"], f"[{w['ci_low']:.3f}, {w['ci_high']:.3f}]", w["wins"], w["losses"], w["ties"], w["n"]]
+                 for tag, w in win["by_tag"].items()],
+                css_class="win-rate-by-tag",
+            ))
         if results.get("judge_order_invariant"):
             parts.append('<p class="note">The judge scores each response on its own (a reward model), so the order '
                          "the two responses are shown in cannot matter and is not asked twice; per prompt s = "

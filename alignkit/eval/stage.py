@@ -54,13 +54,14 @@ def training_data(pipeline, ref: str | None) -> tuple[list[str], list[str]] | No
     if not (isinstance(ref, str) and ref.startswith("stage:")):
         return None
     stage_of_path = {pipeline.model_path(f"stage:{n}"): n for n in pipeline.results}
-    stages, specs, name = [], [], ref.split(":", 1)[1]
-    while name in pipeline.results and "config" in pipeline.results[name]:
-        config = pipeline.results[name]["config"]
+    stages, name = [], ref.split(":", 1)[1]
+    while name in pipeline.results and "config" in pipeline.results[name] and name not in stages:
         stages.append(name)
-        specs.extend(spec for spec in (config.get("data"), config.get("prompts")) if spec and spec not in specs)
-        name = stage_of_path.get(config.get("model"))
-    return (stages[::-1], specs) if stages else None
+        name = stage_of_path.get(pipeline.results[name]["config"].get("model"))
+    stages.reverse()  # base first
+    configs = [pipeline.results[stage]["config"] for stage in stages]
+    specs = list(dict.fromkeys(spec for config in configs for spec in (config.get("data"), config.get("prompts")) if spec))
+    return (stages, specs) if stages else None
 
 
 def judge_provenance(pipeline, judge_ref: str | None, policy_ref: str, eval_prompts: list[list[dict]]) -> dict | None:
