@@ -44,7 +44,7 @@ def test_critique_revise_conversations_and_rounds(tmp_path):
 
     rows, stats = critique_revise(policy, Scripted(critic), PROMPTS, constitution, rounds=2)
     assert [r["completion"][0]["content"] for r in rows] == ["first answer (revised) (revised)"] * 3 + ["first answer"]
-    assert stats == {"prompts": 4, "rounds": 2, "empty_revisions_kept_previous": 2, "changed": 3}
+    assert stats == {"prompts": 4, "rounds": 2, "empty_revisions_kept_previous": 2, "changed": 3, "empty_dropped": 0}
     names = [p.name for p in constitution.principles]
     for row in rows:  # rounds rotate through the principles
         first, second = row["cai"]["principles"]
@@ -80,7 +80,7 @@ def test_label_pairs_counts_what_it_cannot_decide(tmp_path):
         return "A" if len(a) > len(b) else "B"
 
     rows, stats = label_pairs(policy, ConstitutionJudge(Scripted(judge_reply), load_constitution("hhh")), PROMPTS)
-    assert stats == {"prompts": 4, "pairs": 1, "identical": 1, "ties": 1, "unparseable": 1}
+    assert stats == {"prompts": 4, "pairs": 1, "identical": 1, "empty": 0, "ties": 1, "unparseable": 1}
     (row,) = rows
     assert row["chosen"][0]["content"] == "a much longer answer" and row["rejected"][0]["content"] == "short"
     assert row["rlaif"]["score"] == 1.0
@@ -98,7 +98,8 @@ def test_cai_cli_with_the_judge_in_process_and_over_http(tiny_dir, tmp_path, mon
     revised = tmp_path / "revisions.jsonl"
     result = runner.invoke(app, ["cai", "revise", "--model", tiny_dir, "--limit", "2", "--max-tokens", "4", "--output", str(revised)])
     assert result.exit_code == 0, result.output
-    assert len(revised.read_text().splitlines()) == 2 and json.loads((tmp_path / "revisions.jsonl.stats.json").read_text())["prompts"] == 2
+    revise_stats = json.loads((tmp_path / "revisions.jsonl.stats.json").read_text())
+    assert revise_stats["prompts"] == 2 and len(revised.read_text().splitlines()) + revise_stats["empty_dropped"] == 2
 
     in_process = tmp_path / "pairs-local.jsonl"
     result = runner.invoke(app, ["cai", "label", "--model", tiny_dir, "--limit", "2", "--max-tokens", "4", "--output", str(in_process)])
@@ -117,5 +118,51 @@ def test_cai_cli_with_the_judge_in_process_and_over_http(tiny_dir, tmp_path, mon
     counts = ("first", "second", "tie", "unparseable")
     assert ({p: [v[k] for k in counts] for p, v in http_stats["verdicts"].items()}
             == {p: [v[k] for k in counts] for p, v in local_stats["verdicts"].items()})
-    assert sum(http_stats[k] for k in ("pairs", "identical", "ties", "unparseable")) == 2
+    assert sum(http_stats[k] for k in ("pairs", "identical", "empty", "ties", "unparseable")) == 2
     assert all(sum(v[k] for k in counts) == 4 for v in http_stats["verdicts"].values())  # 2 prompts × 2 orders
+
+
+class FakePipeline:
+    def __init__(self, out, base):
+        self.out, self.base, self.recipe = out, base, {}
+
+    def model_path(self, ref):
+        return self.base if ref in (None, "base") else ref
+
+
+def test_cai_stage_rejects_unknown_fields(tmp_path):
+    from alignkit.cai.stage import run_cai_stage
+
+    with pytest.raises(ValueError, match="critc"):
+        run_cai_stage(FakePipeline(tmp_path, "unused"), "revise", "cai-revise", {"critc": "base"})
+
+
+@pytest.mark.slow
+def test_cai_stages_write_files_later_stages_read(tiny_dir, tmp_path):
+    from alignkit.cai.stage import run_cai_stage
+    from alignkit.data import read_records
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.models import load_tokenizer
+    from alignkit.models.tiny import tiny_config
+
+    # Untied and widely initialised: the default tiny model answers with whitespace only.
+    tokenizer = load_tokenizer(tiny_dir)
+    config = tiny_config(tokenizer)
+    config.tie_word_embeddings, config.initializer_range = False, 0.2
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    pipeline = FakePipeline(tmp_path, str(tmp_path / "model"))
+    revised = run_cai_stage(pipeline, "revise", "cai-revise", {"limit": 2, "max_tokens": 4})
+    assert revised["rows"] + revised["stats"]["empty_dropped"] == 2
+    assert len(read_records(revised["path"], "sft").records) == revised["rows"]
+    try:
+        labelled = run_cai_stage(pipeline, "label", "cai-label", {"limit": 3, "max_tokens": 4})
+    except ValueError as exc:  # a random tiny judge may decide nothing: said plainly, with the counts
+        assert "produced no rows" in str(exc) and "unparseable" in str(exc)
+        return
+    else:
+        assert len(read_records(labelled["path"], "preference").records) == labelled["rows"]

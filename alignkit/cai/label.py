@@ -23,10 +23,13 @@ def label_pairs(policy, judge, prompts: list[list[dict]], *, max_tokens: int = 1
     second = [r or "" for r in policy.chat(prompts, max_tokens=max_tokens, temperature=temperature, seed=seed + 1)]
     p_ab = judge.judge(prompts, first, second)
     p_ba = judge.judge(prompts, second, first)
-    rows, stats = [], {"prompts": len(prompts), "pairs": 0, "identical": 0, "ties": 0, "unparseable": 0}
+    rows, stats = [], {"prompts": len(prompts), "pairs": 0, "identical": 0, "empty": 0, "ties": 0, "unparseable": 0}
     for prompt, a, b, ab, ba in zip(prompts, first, second, p_ab, p_ba):
         if a.strip() == b.strip():
             stats["identical"] += 1
+            continue
+        if not (a.strip() and b.strip()):  # an empty side is no preference worth training on
+            stats["empty"] += 1
             continue
         if math.isnan(ab) or math.isnan(ba):  # one order alone would keep its position bias
             stats["unparseable"] += 1

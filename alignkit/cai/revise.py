@@ -11,7 +11,8 @@ asked, in the same conversation:
 The last revision is the SFT target: one row per prompt in TRL's conversational prompt-completion
 shape, ``{"prompt": [...], "completion": [{"role": "assistant", ...}], "cai": {...}}``, the initial
 answer, every critique and the principles used kept beside it. An empty revision (or a backend
-that gave no reply) keeps the previous response, and is counted.
+that gave no reply) keeps the previous response, and is counted; a prompt left with an empty
+response is dropped (counted), since the SFT reader rightly refuses empty replies.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ def critique_revise(policy, critic, prompts: list[list[dict]], constitution, *, 
                 responses[i] = r.strip()
             else:
                 kept_previous += 1
+    # A row with nothing to learn from (no answer and no revision) is dropped and counted.
     rows = [{"prompt": prompt, "completion": [{"role": "assistant", "content": response}],
              "cai": {"initial": first, **t}}
-            for prompt, response, first, t in zip(prompts, responses, initial, trace)]
+            for prompt, response, first, t in zip(prompts, responses, initial, trace) if response.strip()]
     stats = {"prompts": len(prompts), "rounds": rounds, "empty_revisions_kept_previous": kept_previous,
-             "changed": sum(r != first for r, first in zip(responses, initial))}
+             "changed": sum(r != first for r, first in zip(responses, initial)),
+             "empty_dropped": len(prompts) - len(rows)}
     return rows, stats
