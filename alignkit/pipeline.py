@@ -2,9 +2,11 @@
 
 A recipe names a base ``model``, an ``output_dir`` and a list of ``stages``. Each stage has a
 ``name`` (its directory under output_dir) and a ``method``: a training method of
-``alignkit/train/registry.py`` (``sft``, ``rm``, ``dpo``, ``kto``, ...; any field of its config),
-``eval`` or ``report``. A model field may say
-``stage:NAME`` for the model a previous stage trained, or ``base`` for the recipe's model.
+``alignkit/train/registry.py`` (``sft``, ``rm``, ``dpo``, ``kto``, ``ppo``, ...; any field of its config),
+``eval``, ``report``, ``sample-rank`` (preference pairs from a model's samples ranked by a reward,
+``eval/ranked_pairs.py``) or ``frontier`` (reward against KL of several policies, ``eval/frontier.py``).
+Any field may say ``stage:NAME`` for what a previous stage made (the model it trained, or the file
+a ``sample-rank`` stage wrote), and a model field ``base`` for the recipe's model.
 ``defaults`` apply to every training stage, and a recipe-level ``data`` / ``eval_data`` is
 what stages (and eval prompts) use unless they name their own — so ``alignkit run RECIPE
 --data FILE`` points a whole pipeline at other data. See recipes/*.yaml.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import yaml
@@ -59,8 +62,15 @@ class Pipeline:
         if ref in (None, "base"):
             return self.base
         if isinstance(ref, str) and ref.startswith("stage:"):
-            return str(self.out / ref.split(":", 1)[1] / "model")
+            stage = ref.split(":", 1)[1]
+            return self.results.get(stage, {}).get("path") or str(self.out / stage / "model")
         return ref
+
+    def resolve(self, value):
+        """``stage:NAME`` references in a field (or a list field) → paths; anything else unchanged."""
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return self.model_path(value) if isinstance(value, str) and value.startswith("stage:") else value
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -72,15 +82,22 @@ class Pipeline:
             log.info("stage %s (%s)", name, method)
             release_freed_memory()  # the last stage's freed pages must not count toward this one's peak
             reset_peak_rss()
+            started = time.perf_counter()
             if method in METHODS:
                 self.results[name] = self.train(name, method, stage)
             elif method == "eval":
                 self.results[name] = self.evaluate(name, stage)
             elif method == "report":
                 self.results[name] = self.report(stage)
+            elif method == "sample-rank":
+                self.results[name] = self.sample_rank(name, stage)
+            elif method == "frontier":
+                from alignkit.eval.frontier import run_frontier_stage
+
+                self.results[name] = run_frontier_stage(self, name, stage)
             else:
                 raise RecipeError(f"{self.recipe['_file']}: stage {name!r}: unknown method {method!r}")
-            self.results[name]["peak_rss_gb"] = round(peak_rss_gb(), 3)
+            self.results[name].update(peak_rss_gb=round(peak_rss_gb(), 3), seconds=round(time.perf_counter() - started, 1))
         summary = self.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return self.out
@@ -88,7 +105,7 @@ class Pipeline:
     def train(self, name: str, method: str, fields: dict) -> dict:
         spec = METHODS[method]
         shared = {k: self.recipe[k] for k in ("data", "eval_data") if self.recipe.get(k)}
-        values = {**shared, **self.recipe.get("defaults", {}), **fields}
+        values = {k: self.resolve(v) for k, v in {**shared, **self.recipe.get("defaults", {}), **fields}.items()}
         values["model"] = self.model_path(values.get("model"))
         values["output_dir"] = str(self.out / name)
         try:
@@ -96,6 +113,17 @@ class Pipeline:
         except Exception as exc:  # pydantic's ValidationError, reported with the stage
             raise RecipeError(f"{self.recipe['_file']}: stage {name!r}: {exc}") from None
         return spec.run(cfg) | {"config": cfg.model_dump()}
+
+    def sample_rank(self, name: str, fields: dict) -> dict:
+        from alignkit.eval.ranked_pairs import SampleRankConfig, write_ranked_pairs
+
+        values = {k: self.resolve(v) for k, v in {**self.recipe.get("defaults", {}), **fields}.items()}
+        values["model"] = self.model_path(values.get("model"))
+        try:
+            cfg = SampleRankConfig(**values)
+        except Exception as exc:  # pydantic's ValidationError, reported with the stage
+            raise RecipeError(f"{self.recipe['_file']}: stage {name!r}: {exc}") from None
+        return write_ranked_pairs(cfg, self.out / name / "pairs.jsonl")
 
     def evaluate(self, name: str, fields: dict) -> dict:
         from alignkit.eval.stage import run_eval_stage
@@ -123,6 +151,7 @@ class Pipeline:
         peaks = {name: result["peak_rss_gb"] for name, result in self.results.items() if "peak_rss_gb" in result}
         if peaks:  # the process's peak is the largest stage peak (each stage starts from a reset)
             summary.update(peak_rss_gb=max(peaks.values()), peak_rss_gb_by_stage=peaks)
+        summary["seconds_by_stage"] = {name: result["seconds"] for name, result in self.results.items() if "seconds" in result}
         for name, result in self.results.items():
             if "eval_results" in result:
                 policy = result["policies"][0]

@@ -293,3 +293,52 @@ def test_bundled_reviews_are_what_the_generator_writes(tokenizer):
     assert 2 <= min(lengths) and max(lengths) <= 8
     loaded = load_prompts("reviews:test", tokenizer, max_prompt_length=256)
     assert loaded[0].prompt[0]["content"] == INSTRUCTION + openings["test"][0]
+
+
+def test_ranked_pairs_are_every_pair_with_different_rewards():
+    from alignkit.eval.ranked_pairs import pairs_of
+
+    prompt = [{"role": "user", "content": "Continue this movie review: The film was"}]
+    rows = pairs_of(prompt, ["a", "b", "c", "d"], [0.5, -0.2, 0.5, 0.9])
+    assert len(rows) == 5  # 6 pairs less the tie (a, c)
+    assert {(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows} == {
+        ("a", "b"), ("d", "a"), ("c", "b"), ("d", "b"), ("d", "c")}
+    assert all(r["chosen_score"] > r["rejected_score"] for r in rows)
+
+
+@pytest.mark.slow  # five stages, each loading models: over 20 s
+def test_frontier_recipe_stages_run_on_a_tiny_model(tmp_path, tiny_dir):
+    # sample-rank writes pairs the rm and dpo stages read by stage:NAME; ppo optimises the reward
+    # model (stage:rm) and evaluates VADER; the frontier stage measures both and reads ppo's curve.
+    from alignkit.pipeline import Pipeline
+
+    small = dict(max_steps=1, batch_size=4, max_length=64)
+    recipe = {"_file": "t.yaml", "output_dir": str(tmp_path / "r"), "model": tiny_dir, "stages": [
+        {"name": "pairs", "method": "sample-rank", "prompts": "reviews", "limit": 6, "samples": 4, "reward": ["vader"],
+         "max_new_tokens": 12, "rollout_dtype": "float32"},
+        {"name": "rm", "method": "rm", "data": "stage:pairs", **small},
+        {"name": "dpo", "method": "dpo", "data": "stage:pairs", "beta": 0.1, **small},
+        {"name": "ppo", "method": "ppo", "prompts": "reviews", "eval_data": "reviews:test", "eval_limit": 4,
+         "reward": ["stage:rm"], "eval_reward": ["vader"], "max_new_tokens": 4, "num_mini_batches": 1, "eval_on_start": True,
+         "rollout_dtype": "float32", **small},
+        {"name": "frontier", "method": "frontier", "policies": ["stage:dpo", "stage:ppo"], "curves": ["ppo"],
+         "prompts": "reviews:test", "eval_limit": 4, "reward": ["vader"], "max_new_tokens": 4, "rollout_dtype": "float32"}]}
+    out = Pipeline(recipe).run()
+    pairs = [json.loads(line) for line in (out / "pairs" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["chosen_score"] > p["rejected_score"] for p in pairs)
+    points = json.loads((out / "frontier" / "frontier.json").read_text())
+    assert [p["method"] for p in points] == ["base", "dpo", "ppo", "ppo (training curve)", "ppo (training curve)"]
+    assert points[0]["kl"] == 0.0 and points[1]["beta"] == 0.1
+    assert "frontier" in (out / "frontier" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("name", ["rlhf-ppo", "sentiment-frontier"])
+def test_bundled_ppo_recipes_are_valid_configs(name):
+    from alignkit.pipeline import load_recipe
+    from alignkit.train.registry import METHODS
+
+    recipe = load_recipe(name)
+    for stage in recipe["stages"]:
+        fields = {k: v for k, v in stage.items() if k not in ("name", "method")}
+        if stage["method"] in METHODS:
+            METHODS[stage["method"]].config(**{**recipe.get("defaults", {}), **fields})

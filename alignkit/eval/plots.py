@@ -1,4 +1,4 @@
-"""PNG figures for the report: training curves from metrics rows and the β-ablation frontier.
+"""PNG figures for the report: training curves from metrics rows, the β-ablation frontier, the reward-KL frontier.
 
 Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), never
 through pyplot, so no global backend is switched and nothing needs a display.
@@ -91,4 +91,29 @@ def ablation_png(ablation: list[dict]) -> bytes | None:
     axes.set_ylabel("win rate over base")
     axes.set_title("β ablation: win rate against KL")
     axes.grid(alpha=0.3)
+    return _png(figure)
+
+
+def frontier_png(points: list[dict], *, reward: str = "reward") -> bytes:
+    """Mean reward against mean sequence KL(π‖π_ref), one series per ``method`` (sorted by KL),
+    each point labelled with its β or target KL when it has one (the DPO paper's Fig. 2, left)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for method in dict.fromkeys(p["method"] for p in points):
+        series = sorted((p for p in points if p["method"] == method and _is_number(p.get("kl")) and _is_number(p.get("reward"))),
+                        key=lambda p: p["kl"])
+        curve = "training curve" in method
+        axes.plot([p["kl"] for p in series], [p["reward"] for p in series], marker="." if curve else "o",
+                  linestyle=":" if curve else "-" if len(series) > 1 else "none", label=method)
+        for p in series:
+            label = f"β={p['beta']}" if p.get("beta") is not None else f"KL*={p['target_kl']}" if p.get("target_kl") and not curve else None
+            if label:
+                axes.annotate(label, (p["kl"], p["reward"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes.set_xlabel("KL(π ‖ π_ref) per sequence (nats)")
+    axes.set_ylabel(f"mean {reward}")
+    axes.set_title("reward-KL frontier")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
     return _png(figure)
