@@ -15,7 +15,6 @@ import io
 import json
 import os
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
