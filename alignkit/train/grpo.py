@@ -35,11 +35,13 @@ from alignkit.train.online import (
     build_reward_set,
     collate_rows,
     completion_logps,
+    empty_buffer,
     load_buffer_state,
     load_run_prompts,
     make_rollout_engine,
     merge_reward_results,
     prompt_at,
+    response_token_totals,
     round_items,
     round_seed,
     sample_and_reward,
@@ -129,10 +131,7 @@ class GRPOMethod:
             mode = cfg.reference if cfg.reference != "auto" else ("adapter" if is_peft(self.model) else "copy")
             self.reference = Reference(mode, self.model, lambda model, rows: completion_logps(model, rows, self.pad_id))
         self.normalizer = _normalizers(cfg)[GRPO_LOSS_TYPES[cfg.loss_type]]
-        # The rollout buffer and where the prompt stream stands: the method's checkpointed state.
-        self.round, self.cursor, self.rows, self.round_metrics = -1, 0, [], {}
-        self.buffer_world = 1  # processes that shared the round whose rows these are
-        self.pending: dict[str, float] = {}  # timings of a generation, logged once, on its step
+        empty_buffer(self)  # the rollout buffer and where the prompt stream stands: the checkpointed state
 
     @property
     def pad_id(self) -> int:
@@ -212,10 +211,7 @@ class GRPOMethod:
         batch = collate_rows(rows, self.pad_id)
         return {k: v.to(self.model.device) for k, v in batch.items()}
 
-    @staticmethod
-    def batch_totals(batch) -> dict[str, float]:
-        """Completion tokens (the token-mean variants divide by the global batch's count)."""
-        return {"tokens": float(batch["response_mask"].sum())}
+    batch_totals = staticmethod(response_token_totals)
 
     def loss(self, batch, totals: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         metrics = {**self.round_metrics, **self.pending}

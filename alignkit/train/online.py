@@ -300,6 +300,18 @@ def rows_from_state(state: dict) -> list[RolloutRow]:
 # ``rows``, ``round_metrics``, ``buffer_world`` (processes that shared the round) and ``fill(round, topo)``.
 
 
+def empty_buffer(method) -> None:
+    """No round yet: the state ``round_items`` fills, and ``pending`` (a round's timings, logged once)."""
+    method.round, method.cursor, method.rows, method.round_metrics = -1, 0, [], {}
+    method.buffer_world = 1
+    method.pending = {}
+
+
+def response_token_totals(batch) -> dict[str, float]:
+    """A method's ``batch_totals``: completion tokens (a token mean divides by the global batch's count)."""
+    return {"tokens": float(batch["response_mask"].sum())}
+
+
 def round_items(method, step: int, topo, *, parts: int, passes: int) -> list[RolloutRow]:
     """This process's rows for optimizer step ``step``: the round's buffer (filled when the round
     starts), shuffled per pass, its ``k``-th of ``parts`` parts; a round is ``parts × passes`` steps."""

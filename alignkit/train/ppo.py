@@ -49,9 +49,11 @@ from alignkit.train.online import (
     buffer_state,
     build_reward_set,
     collate_rows,
+    empty_buffer,
     load_buffer_state,
     make_rollout_engine,
     prompt_at,
+    response_token_totals,
     round_items,
     round_seed,
     sample_and_reward,
@@ -183,9 +185,7 @@ class RLHFMethod:
         self.reference = Reference(mode, self.policy, self.token_logps)
         self.kl = (AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.target_kl
                    else FixedKLController(cfg.kl_coef))
-        self.round, self.cursor, self.rows, self.round_metrics = -1, 0, [], {}
-        self.buffer_world = 1
-        self.pending: dict[str, float] = {}
+        empty_buffer(self)
 
     @property
     def pad_id(self) -> int:
@@ -271,9 +271,7 @@ class RLHFMethod:
 
     # --- the loss -----------------------------------------------------------------------------------
 
-    @staticmethod
-    def batch_totals(batch) -> dict[str, float]:
-        return {"tokens": float(batch["response_mask"].sum())}
+    batch_totals = staticmethod(response_token_totals)
 
     def loss(self, batch, totals: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         from alignkit.models.value import token_values
