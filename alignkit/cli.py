@@ -292,8 +292,14 @@ def _run_pipeline(recipe: dict) -> None:
     win = summary.get("win_rate")
     if win:
         click.echo(f"win rate vs base: {win['win_rate']:.1%} (95% CI {win['ci_low']:.1%}-{win['ci_high']:.1%}, n={win['n']})")
+    refusal = summary.get("refusal")
+    if refusal:
+        click.echo("refusals (aligned, base): " + ", ".join(
+            f"{tag} {refusal[tag]:.0%} vs {refusal['base'][tag]:.0%} of {refusal[f'n_{tag}']}" for tag in ("harmful", "benign") if tag in refusal))
     for stage, acc in summary.get("heldout_accuracy", {}).items():
         click.echo(f"held-out preference accuracy ({stage}): {acc:.1%}")
+    if summary.get("peak_rss_gb"):
+        click.echo(f"peak memory: {summary['peak_rss_gb']:.2f} GB")
     for stage, runs in summary.get("heldout_pass@1", {}).items():
         click.echo(f"held-out pass@1 ({stage}): " + ", ".join(
             f"{when} {r['']:.1%} (95% CI {r['/ci_low']:.1%}-{r['/ci_high']:.1%})" for when, r in runs.items()))

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from alignkit.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
+from alignkit.train.allocator import return_freed_memory
 from alignkit.train.registry import METHODS
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,10 @@ class Pipeline:
             if not name or not method:
                 raise RecipeError(f"{self.recipe['_file']}: every stage needs a name and a method: {stage}")
             log.info("stage %s (%s)", name, method)
-            release_freed_memory()  # the last stage's freed pages must not count toward this one's peak
+            # The last stage's freed pages must not count toward this one's peak; a training stage
+            # turns the allocator's slack back on for itself (train/allocator.py).
+            return_freed_memory()
+            release_freed_memory()
             reset_peak_rss()
             started = time.perf_counter()
             if method in METHODS:
@@ -91,6 +95,10 @@ class Pipeline:
                 self.results[name] = self.report(stage)
             elif method == "sample-rank":
                 self.results[name] = self.sample_rank(name, stage)
+            elif method in ("cai-revise", "cai-label"):
+                from alignkit.cai.stage import run_cai_stage
+
+                self.results[name] = run_cai_stage(self, name, method, stage)
             elif method == "frontier":
                 from alignkit.eval.frontier import run_frontier_stage
 

@@ -8,9 +8,11 @@ import pytest
 
 CHECK = """
 import resource, sys, torch
-from alignkit.train.allocator import reuse_freed_memory
-if sys.argv[1] == "on":
+from alignkit.train.allocator import return_freed_memory, reuse_freed_memory
+if sys.argv[1] in ("on", "restored"):
     assert reuse_freed_memory()
+if sys.argv[1] == "restored":  # training over: glibc's defaults again
+    assert return_freed_memory()
 for _ in range(8):  # several steps' worth of the same 256 MB temporary, as a training loop makes
     torch.ones(64 << 20).sum()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -31,7 +33,7 @@ def test_repeated_large_tensor_reuses_freed_pages():
     from alignkit.train.allocator import glibc_env
 
     faults, resident_mb = {}, {}
-    for mode in ("off", "on", "env"):
+    for mode in ("off", "on", "env", "restored"):
         # "env": no mallopt call, the same settings through glibc's MALLOC_* variables (how the
         # benchmark gives TRL the allocator alignkit sets for itself).
         env = {**os.environ, **(glibc_env() if mode == "env" else {})}
@@ -44,3 +46,6 @@ def test_repeated_large_tensor_reuses_freed_pages():
     # The price is freed memory kept for reuse; it levels off instead of growing with every step.
     after_9, after_25 = resident_mb["on"]
     assert after_25 <= after_9 + 16
+    # After training, glibc's defaults are back: big blocks are unmapped on free, nothing kept.
+    assert faults["restored"] > 10_000
+    assert resident_mb["restored"][1] < resident_mb["on"][1] - 200

@@ -47,11 +47,10 @@ def test_quickstart_pipeline_on_tiny_model(tmp_path, tiny_dir):
     recipe["model"] = tiny_dir
     recipe["output_dir"] = str(tmp_path / "qs")
     for stage in recipe["stages"]:
-        if stage["method"] in ("rm", "dpo"):
-            stage.update(max_examples=8, batch_size=4, epochs=1, trainable_layers=1) if stage["method"] == "rm" \
-                else stage.update(max_examples=8, batch_size=4, epochs=1)
+        if stage["method"] in ("rm", "sft", "dpo"):
+            stage.update(max_examples=8, batch_size=4, epochs=1, **({"trainable_layers": 1} if stage["method"] == "rm" else {"grad_accum": 2}))
         if stage["method"] == "eval":
-            stage.update(limit=4, max_new_tokens=6)
+            stage.update(limit=12, max_new_tokens=6)  # 10 harmful, 2 benign prompts
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe))
     result = CliRunner().invoke(app, ["run", str(path)])
@@ -60,13 +59,19 @@ def test_quickstart_pipeline_on_tiny_model(tmp_path, tiny_dir):
     assert result.stdout.strip().splitlines()[-1] == str(out.resolve())
     summary = json.loads((out / "summary.json").read_text())
     assert {"win_rate", "ci_low", "ci_high", "n"} <= set(summary["win_rate"])
-    assert summary["win_rate"]["n"] == 4
-    assert "dpo" in summary["heldout_accuracy"]
+    assert summary["win_rate"]["n"] == 12
+    assert "judge" in summary["heldout_accuracy"]
+    # the names other checks rely on: refusal rates with their counts, peak memory, the aligned model
+    assert set(summary["refusal"]) >= {"harmful", "benign", "n_harmful", "n_benign"}
+    assert 0 < summary["peak_rss_gb"] == max(summary["peak_rss_gb_by_stage"].values())
+    assert set(summary["seconds_by_stage"]) == {"judge", "sft", "dpo", "eval", "report"}
+    assert summary["policy_model"] == str(out / "dpo" / "model")
+    assert "both trained on: 0" in summary["judge_provenance"]  # the judge's split is disjoint from the policy's
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html and "http://" not in html and "https://" not in html
     evals = json.loads((out / "eval" / "eval.json").read_text())
-    assert len(evals["dpo"]["samples"]) == 4
-    for stage in ("judge", "dpo"):
+    assert len(evals["dpo"]["samples"]) == 12
+    for stage in ("judge", "sft", "dpo"):
         assert json.loads((out / stage / "summary.json").read_text())["steps"] == 2
         assert (out / stage / "metrics.jsonl").read_text().strip()
     assert (out / "dpo" / "model" / "adapter_config.json").exists()

@@ -30,6 +30,20 @@ def glibc_env(keep_bytes: int = KEEP_BYTES) -> dict[str, str]:
     return {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(keep_bytes)}
 
 
+GLIBC_MMAP_MAX = 65536  # glibc's defaults (mallopt(3)), restored when training is over
+GLIBC_TRIM_THRESHOLD = 128 * 1024
+
+
+def return_freed_memory() -> bool:
+    """Undo :func:`reuse_freed_memory`: large blocks from mmap again and freed memory returned
+    to the OS, for work after training (evaluation) that should not inherit the slack."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, GLIBC_TRIM_THRESHOLD))
+
+
 def reuse_freed_memory(keep_bytes: int = KEEP_BYTES) -> bool:
     """Serve all allocations from the heap and return freed memory to the OS only beyond
     ``keep_bytes`` of slack. glibc only (a no-op elsewhere); returns whether it applied.
