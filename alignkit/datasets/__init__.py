@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).parent
-BUNDLED = {"hhh": ROOT / "hhh", "arith": ROOT / "arith", "constraints": ROOT / "constraints", "reviews": ROOT / "reviews"}
+BUNDLED = {"hhh": ROOT / "hhh", "arith": ROOT / "arith", "constraints": ROOT / "constraints", "reviews": ROOT / "reviews",
+           "arith-steps": ROOT / "arith_steps"}
 
 
 def bundled_files(spec: str) -> list[Path] | None:

@@ -44,6 +44,7 @@ from alignkit.losses.preference import (
     rpo_loss,
     simpo_loss,
 )
+from alignkit.losses.process import process_reward_loss
 from alignkit.losses.reduction import (
     TOKEN_AGGREGATIONS,
     aggregate_token_losses,
@@ -93,6 +94,7 @@ __all__ = [
     "orpo_loss",
     "ppo_policy_loss",
     "ppo_value_loss",
+    "process_reward_loss",
     "rdpo_loss",
     "rloo_advantages",
     "rpo_loss",

@@ -40,6 +40,7 @@ from alignkit.train.dpo import DPOConfig, run_dpo
 from alignkit.train.grpo import GRPOConfig, run_grpo
 from alignkit.train.kto import KTOConfig, run_kto
 from alignkit.train.ppo import PPOConfig, run_ppo
+from alignkit.train.prm import PRMConfig, run_prm
 from alignkit.train.rloo import RLOOConfig, run_rloo
 from alignkit.train.rm import RMConfig, run_rm
 from alignkit.train.sft import SFTConfig, run_sft
@@ -64,6 +65,7 @@ METHODS: dict[str, MethodSpec] = {
     "kto": MethodSpec(KTOConfig, run_kto, "KTO on unpaired thumbs-up / thumbs-down feedback."),
     "grpo": MethodSpec(GRPOConfig, run_grpo, "GRPO / RLVR: G samples per prompt, group-relative advantages, verifiable rewards."),
     "ppo": MethodSpec(PPOConfig, run_ppo, "PPO-RLHF: policy, reference, reward (functions or a reward model) and value; KL-penalised reward, GAE."),
+    "prm": MethodSpec(PRMConfig, run_prm, "Process reward model: a score after every step of a solution (per-step BCE); --label-mode final: the ORM."),
     "rloo": MethodSpec(RLOOConfig, run_rloo, "RLOO: k samples per prompt, leave-one-out baseline, KL-penalised reward; no value model."),
 }
 
