@@ -202,11 +202,16 @@ def reward_log_name(name: str) -> str:
     return name.rpartition(":")[2]
 
 
-def build_reward_set(names: Sequence[str], weights: Sequence[float]):
+def build_reward_set(names: Sequence[str], weights: Sequence[float], extra: dict[str, tuple[Any, float]] | None = None):
+    """The named rewards (weights in order, default 1 each) and ``extra`` functions built in code,
+    ``{name: (function, weight)}`` (online DPO's judge)."""
     from alignkit.rewards import RewardSet
 
     functions = {reward_log_name(name): resolve_reward(name) for name in names}
-    return RewardSet(functions, weights=list(weights) if weights else None)
+    all_weights = dict(zip(functions, weights or [1.0] * len(functions)))
+    for name, (function, weight) in (extra or {}).items():
+        functions[name], all_weights[name] = function, weight
+    return RewardSet(functions, weights=all_weights)
 
 
 @dataclass
@@ -330,9 +335,10 @@ def round_items(method, step: int, topo, *, parts: int, passes: int) -> list[Rol
     return split_items([method.rows[i] for i in order], parts)[part]
 
 
-def buffer_state(method) -> dict:
-    """The buffer and the prompt stream's position: resuming mid-round trains on the same rows."""
-    return {"round": method.round, "cursor": method.cursor, "rows": rows_to_state(method.rows),
+def buffer_state(method, rows: Sequence[RolloutRow] | None = None) -> dict:
+    """The buffer and the prompt stream's position: resuming mid-round trains on the same rows.
+    ``rows``: the buffer as rollout rows, when the method keeps it in another shape (online DPO: pairs)."""
+    return {"round": method.round, "cursor": method.cursor, "rows": rows_to_state(method.rows if rows is None else rows),
             "round_metrics": dict(method.round_metrics), "world": method.buffer_world}
 
 
