@@ -39,6 +39,7 @@ from alignkit.train.config import RunConfig
 from alignkit.train.dpo import DPOConfig, run_dpo
 from alignkit.train.grpo import GRPOConfig, run_grpo
 from alignkit.train.kto import KTOConfig, run_kto
+from alignkit.train.online_dpo import OnlineDPOConfig, run_online_dpo
 from alignkit.train.ppo import PPOConfig, run_ppo
 from alignkit.train.prm import PRMConfig, run_prm
 from alignkit.train.rloo import RLOOConfig, run_rloo
@@ -67,6 +68,7 @@ METHODS: dict[str, MethodSpec] = {
     "ppo": MethodSpec(PPOConfig, run_ppo, "PPO-RLHF: policy, reference, reward (functions or a reward model) and value; KL-penalised reward, GAE."),
     "prm": MethodSpec(PRMConfig, run_prm, "Process reward model: a score after every step of a solution (per-step BCE); --label-mode final: the ORM."),
     "rloo": MethodSpec(RLOOConfig, run_rloo, "RLOO: k samples per prompt, leave-one-out baseline, KL-penalised reward; no value model."),
+    "online-dpo": MethodSpec(OnlineDPOConfig, run_online_dpo, "Online / iterative DPO: pairs sampled from the policy each round, labelled by rewards or a judge."),
 }
 
 
