@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from alignkit.eval.plots import ablation_png, training_curve_pngs
+from alignkit.eval.report_feedback import judge_panel_section, sycophancy_section
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -237,6 +238,8 @@ def write_report(
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
         + _curves_section(curves)
         + _evaluation_section(eval_results or {})
+        + judge_panel_section(eval_results or {})
+        + sycophancy_section(eval_results or {})
         + _ablation_section(ablation, frontier)
         + _samples_section((eval_results or {}).get("samples") or [], n_samples)
         + _refusal_prompts_section((eval_results or {}).get("samples") or [])
