@@ -325,6 +325,15 @@ def _add_ai_feedback_commands() -> None:
 _add_ai_feedback_commands()
 
 
+def _add_best_of_n_command() -> None:
+    from alignkit.bon.commands import best_of_n_command  # click only at import
+
+    app.add_command(best_of_n_command)
+
+
+_add_best_of_n_command()
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="alignkit")
 

@@ -185,3 +185,63 @@ def test_prm_is_a_cli_command_with_its_fields_as_flags():
     result = CliRunner().invoke(app, ["prm", "--help"])
     assert result.exit_code == 0, result.output
     assert "--label-mode" in result.output and "--trainable-layers" in result.output
+
+
+def test_best_of_n_picks_the_argmax_and_majority_the_most_common_answer():
+    from alignkit.bon import best_index, extract_answer, majority_index
+
+    assert best_index([0.1, 0.9, None, 0.3]) == 1
+    assert best_index([None, 0.2, 0.2]) == 1  # ties: the earliest
+    assert best_index([-3.0, None, -1.0]) == 2  # negative scores (a Bradley-Terry RM) are fine
+    assert best_index([None, None]) is None
+    assert extract_answer("12 + 7 = 19\nAnswer: 1,034") == "1034"
+    assert extract_answer("so we get 41 then 43.") == "43"
+    assert extract_answer("no digits") is None
+    assert majority_index(["5", None, "7", "7", "5", "7"]) == 2
+    assert majority_index(["5", "7"]) == 0
+    assert majority_index([None, None]) is None
+
+
+def test_best_of_n_keeps_each_prompts_best_sample_and_the_sft_file_reloads(tiny, tmp_path):
+    from alignkit.bon.run import best_of_n, sft_rows, write_jsonl
+    from alignkit.data import encode_dataset, read_records
+    from alignkit.rollout import make_engine
+    from alignkit.train.online import load_prompts
+
+    model, tokenizer = tiny
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)}) + "\n"
+                                    for i in range(3)))
+    rows = load_prompts(str(prompts_file), tokenizer, max_prompt_length=64)
+
+    def longest(prompts, completions, completion_ids=None, answer=None, **columns):
+        assert len(answer) == len(completions)  # the prompt's columns reach the scorer, one per sample
+        return [float(len(c[0]["content"])) for c in completions]
+
+    engine = make_engine(model, tokenizer, backend="hf")
+    choices = best_of_n(engine, longest, rows, n=4, max_new_tokens=6, seed=0, chunk=2)
+    assert len(choices) == 3 and all(len(c.texts) == 4 for c in choices)
+    for c in choices:
+        assert c.chosen == max(range(4), key=lambda i: (len(c.texts[i]), -i))
+    written = write_jsonl(sft_rows(choices), tmp_path / "best.jsonl")
+    records = read_records(written, "sft").records
+    assert [r.completion[0]["content"] for r in records] == [c.texts[c.chosen] for c in choices]
+    assert [r.meta["answer"] for r in records] == ["1", "2", "3"] and records[0].meta["n"] == 4
+    assert len(encode_dataset(tokenizer, records, max_length=256).items) == 3
+    assert sft_rows(choices, min_score=1e9) == []  # rejection: nothing reaches the bar
+
+
+def test_best_of_n_accuracy_uses_disjoint_groups_and_each_rules_pick():
+    from alignkit.bon.compare import accuracy_at, by_score, by_vote, table
+
+    # 8 samples: only sample 5 is correct; the PRM likes it, the ORM likes sample 2, votes favour "9".
+    columns = {"correct": [0, 0, 0, 0, 0, 1, 0, 0], "prm": [0.1, 0.2, 0.3, 0.2, 0.1, 0.9, 0.5, 0.4],
+               "orm": [0.1, 0.2, 0.95, 0.2, 0.1, 0.9, 0.5, 0.4], "answer": ["9", "9", "8", "7", "9", "4", "9", None]}
+    assert accuracy_at(columns, by_score("prm"), 8) == 1.0
+    assert accuracy_at(columns, by_score("orm"), 8) == 0.0
+    assert accuracy_at(columns, by_score("prm"), 4) == 0.5  # groups 0-3 (no correct sample) and 4-7
+    assert accuracy_at(columns, by_score("correct"), 1) == 1 / 8  # N = 1 is plain pass@1
+    assert accuracy_at(columns, by_vote, 8) == 0.0
+    result = table([columns, {**columns, "correct": [1] * 8}], {"prm": by_score("prm")}, [1, 8])
+    assert result["prm"][8]["accuracy"] == 1.0 and result["prm"][1]["accuracy"] == (1 / 8 + 1) / 2
+    assert result["prm"][1]["ci_low"] < result["prm"][1]["accuracy"] < result["prm"][1]["ci_high"]
