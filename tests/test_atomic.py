@@ -112,8 +112,11 @@ def test_stale_temporary_directories_are_cleaned_when_a_run_starts(tmp_path):
     (checkpoints / ".step-3.tmp-abc123" / "trainable.safetensors").write_bytes(b"half")
     (tmp_path / ".model.tmp-xyz").mkdir()
     (checkpoints / "notes.txt").write_text("kept")
-    fit(_toy(), _cfg(tmp_path, max_steps=1))
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["notes.txt"]
+    for step in (1, 2, 3):  # one too many, as a kill between a save's rename and its pruning leaves
+        (checkpoints / f"step-{step}").mkdir()
+        (checkpoints / f"step-{step}" / "trainer_state.json").write_text('{"step": %d}' % step)
+    fit(_toy(), _cfg(tmp_path, max_steps=1, keep_checkpoints=2))
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["notes.txt", "step-2", "step-3"]
     assert not list(tmp_path.glob(".*tmp-*"))
 
 

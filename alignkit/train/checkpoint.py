@@ -77,9 +77,15 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, *, keep:
             f"could not write checkpoint {final}: {exc}; nothing was half-written, the previous checkpoint "
             f"({previous[-1] if previous else 'none'}) is intact"
         ) from exc
+    prune_checkpoints(root, keep)
+    return final
+
+
+def prune_checkpoints(root: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (also at start: a kill after a save's rename
+    leaves one too many)."""
     for old in list_checkpoints(root)[:-keep]:
         remove_directory(old)
-    return final
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from alignkit.atomic import clean_stale
 from alignkit.losses.reduction import sum_across_processes
-from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, read_trainer_state, save_checkpoint
+from alignkit.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, read_trainer_state, save_checkpoint
 from alignkit.train.config import RunConfig
 from alignkit.train.fingerprint import check_resume, run_fingerprint
 from alignkit.train.guards import NonFiniteLossError, StepGuard, non_finite_rewards  # noqa: F401 (re-exported)
@@ -211,6 +211,7 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     if topo.is_main:
         clean_stale(ckpt_root)  # temporary directories of a run killed mid-save
         clean_stale(out)
+        prune_checkpoints(ckpt_root, cfg.keep_checkpoints)
     fingerprint = run_fingerprint(cfg, len(method.train_items) if hasattr(method, "train_items") else None)
     guard = StepGuard(cfg.on_fault, cfg.loss_spike_zscore)
     start = 0

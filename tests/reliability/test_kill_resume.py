@@ -7,8 +7,12 @@ mid-log or mid-save, wherever it lands) or a self-kill at a point inside that st
 save that a timer rarely hits (see kill_worker.py). One run is killed 20 times in a row: every
 resume starts from whatever the previous kill left on disk.
 
-Slow (several minutes): ``.venv/bin/python -m pytest tests/reliability -m slow -s``. Counts of the
-last campaign are in docs/reliability.md.
+Slow (several minutes per method on quiet cores): ``.venv/bin/python -m pytest tests/reliability
+-m slow -s --basetemp=/tmp/kill-campaign`` (a basetemp of its own: on a machine where other pytest
+sessions start meanwhile, pytest's default keeps only the 3 newest temp roots and would delete this
+one mid-campaign). Don't edit alignkit/ while it runs: every resume imports the working tree, and a
+changed config field is, rightly, a refused resume. Counts of the last campaign are in
+docs/reliability.md.
 """
 
 import json
