@@ -21,8 +21,12 @@ Rule = Callable[[list[int], dict], int | None]
 
 def by_score(name: str) -> Rule:
     """The group's argmax of the column ``name`` (a scorer's scores)."""
-    return lambda group, columns: None if best_index([columns[name][i] for i in group]) is None else \
-        group[best_index([columns[name][i] for i in group])]
+
+    def rule(group: list[int], columns: dict) -> int | None:
+        picked = best_index([columns[name][i] for i in group])
+        return None if picked is None else group[picked]
+
+    return rule
 
 
 def by_vote(group: list[int], columns: dict) -> int | None:
