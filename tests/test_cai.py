@@ -166,3 +166,14 @@ def test_cai_stages_write_files_later_stages_read(tiny_dir, tmp_path):
         return
     else:
         assert len(read_records(labelled["path"], "preference").records) == labelled["rows"]
+
+
+def test_limit_is_a_seeded_sample_across_the_bundled_files():
+    from alignkit.cai.commands import _prompts
+
+    everything = _prompts("hhh:train", None)
+    first_file = everything[:42]  # harmless.train.jsonl: the first 40 rows would all be harmless prompts
+    sample = _prompts("hhh:train", 40)
+    assert sample == _prompts("hhh:train", 40) and sample != _prompts("hhh:train", 40, seed=1)
+    assert len(sample) == 40 and all(p in everything for p in sample)
+    assert sum(p not in first_file for p in sample) > 20  # most come from the other files

@@ -17,7 +17,11 @@ from pathlib import Path
 import click
 
 
-def _prompts(spec: str, limit: int | None) -> list[list[dict]]:
+def _prompts(spec: str, limit: int | None, seed: int = 0) -> list[list[dict]]:
+    """The prompts of ``spec`` as chat messages; ``limit``: a seeded random sample of that many, in
+    file order (a bundled split lists its files one after another, so its first N would all be one kind)."""
+    import random
+
     from alignkit.data import read_records
     from alignkit.train.setup import data_files
 
@@ -25,7 +29,9 @@ def _prompts(spec: str, limit: int | None) -> list[list[dict]]:
     for path in data_files(spec):
         for record in read_records(path, "prompt").records:
             prompts.append(record.prompt if isinstance(record.prompt, list) else [{"role": "user", "content": record.prompt}])
-    return prompts[:limit]
+    if limit is None or limit >= len(prompts):
+        return prompts
+    return [prompts[i] for i in sorted(random.Random(seed).sample(range(len(prompts)), limit))]
 
 
 def _backends(model: str, other: str | None, api_key_env: str | None, cache_dir: Path):

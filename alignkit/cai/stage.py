@@ -41,7 +41,7 @@ def run_cai_stage(pipeline, name: str, method: str, fields: dict) -> dict:
     policy = LocalChat.load(model)
     backend = policy if other == model else chat_backend(other, api_key_env=fields.get("api_key_env"), cache_dir=out / "chat-cache")
     constitution = load_constitution(fields.get("constitution", "hhh"))
-    prompts = _prompts(fields.get("prompts") or pipeline.recipe.get("data") or "hhh:train", fields.get("limit"))
+    prompts = _prompts(fields.get("prompts") or pipeline.recipe.get("data") or "hhh:train", fields.get("limit"), fields.get("seed", 0))
     options = {k: fields[k] for k in ("max_tokens", "seed") if k in fields}
     if method == "cai-revise":
         from alignkit.cai.revise import critique_revise
