@@ -1,7 +1,8 @@
 """Evaluate an aligned policy against its base model on held-out prompts.
 
 What comes out (a JSON-serialisable dict):
-  win_rate      policy over base, the judge asked in both orders (``pairwise_win_rate``), and per prompt tag
+  win_rate      policy over base (``pairwise_win_rate``; the judge asked in both orders unless it is
+                order-invariant, as a reward model is), and per prompt tag
   reward        mean reward of each model's responses, when the judge scores pointwise
   kl            KL(policy ‖ reference) from policy samples (``sampled_kl``; reference = base by default)
   length        mean lengths and their ratio (``length_drift``, in tokens)
