@@ -169,6 +169,7 @@ def balanced_samples(samples: list[dict], n: int) -> list[dict]:
     by_tag: dict = {}
     for sample in samples:
         by_tag.setdefault(sample.get("tag"), []).append(sample)
+
     def spread(rows: list) -> list:  # every k-th row first, then the rest: a tag's first picks span its rows
         step = max(1, len(rows) // max(1, n // len(by_tag)))
         return rows[::step] + [row for i, row in enumerate(rows) if i % step]
