@@ -21,20 +21,20 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from alignkit.data.steps import STEP_SEPARATOR, collate_steps, encode_stepwise, read_stepwise
 from alignkit.losses import process_reward_loss
 from alignkit.models.step_scores import position_scores
 from alignkit.train.collate import to_device
-from alignkit.train.config import RunConfig
 from alignkit.train.eval_loop import mean_loss_metrics
+from alignkit.train.rm import ScalarHeadConfig
 from alignkit.train.setup import data_files, sample_examples, save_run_model, train_only_last_layers
 
 PRM_FILE = "prm.json"
 
 
-class PRMConfig(RunConfig):
+class PRMConfig(ScalarHeadConfig):
     """A process (or outcome) reward-model run on step-labelled solutions."""
 
     data: str | None = "arith-steps"
@@ -45,15 +45,6 @@ class PRMConfig(RunConfig):
     """Solutions per optimizer step."""
     label_mode: Literal["step", "final"] = "step"
     """step: a label after every step (PRM); final: one label per solution at its end (the ORM baseline)."""
-    trainable_layers: int | None = Field(None, ge=1)
-    """Train only the last N decoder layers and the score head; None trains all."""
-
-    @field_validator("load_in_4bit")
-    @classmethod
-    def _no_4bit(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("load_in_4bit is not supported for reward models yet (sft, dpo and kto support it)")
-        return value
 
 
 @dataclass

@@ -22,7 +22,21 @@ from alignkit.train.lora import apply_lora
 from alignkit.train.setup import load_pairs, sample_examples, save_run_model, train_only_last_layers
 
 
-class RMConfig(RunConfig):
+class ScalarHeadConfig(RunConfig):
+    """What every run that trains a scalar head on the LM shares (``rm``, ``prm``)."""
+
+    trainable_layers: int | None = Field(None, ge=1)
+    """Train only the last N decoder layers and the score head (a fast judge); None trains all."""
+
+    @field_validator("load_in_4bit")
+    @classmethod
+    def _no_4bit(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("load_in_4bit is not supported for reward models yet (sft, dpo and kto support it)")
+        return value
+
+
+class RMConfig(ScalarHeadConfig):
     """A reward-model run."""
 
     lr: float = Field(1e-5, gt=0)
@@ -33,15 +47,6 @@ class RMConfig(RunConfig):
     """Reward-centering coefficient (Eisenstein et al. 2023); 0 disables it."""
     ensemble: int = Field(1, ge=1)
     """Train this many members with consecutive seeds."""
-    trainable_layers: int | None = Field(None, ge=1)
-    """Train only the last N decoder layers and the score head (a fast judge); None trains all."""
-
-    @field_validator("load_in_4bit")
-    @classmethod
-    def _no_4bit(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("load_in_4bit is not supported for reward models yet (sft, dpo and kto support it)")
-        return value
 
 
 @dataclass
