@@ -14,20 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 
 import torch
 
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+from alignkit.eval.metrics import wilson_interval
 
 
 def main() -> None:
@@ -76,7 +68,7 @@ def main() -> None:
                                                    completions=out.texts, **columns)
         k, n = sum(s == 1.0 for s in scores), len(scores)
         mean = sum(s for s in scores if s is not None) / max(sum(s is not None for s in scores), 1)
-        low, high = wilson(k, n)
+        low, high = wilson_interval(k, n)
         hinted = sum("Answer:" in t for t in out.texts)
         print(f"{name}: pass {k}/{n} = {k / n:.1%} (95% CI {low:.1%}-{high:.1%}); mean reward {mean:.3f}; 'Answer:' in {hinted}/{n}; "
               f"{out.num_tokens} tokens in {seconds:.1f}s ({out.num_tokens / seconds:.0f} tok/s); "

@@ -9,11 +9,11 @@ not 21. N = 1 is the plain pass@1 of the sampler, whatever the rule.
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Callable, Sequence
 
 from alignkit.bon.selection import best_index, majority_index
+from alignkit.eval.metrics import wilson_interval
 
 Rule = Callable[[list[int], dict], int | None]
 """(indices of a group's samples, the problem's per-sample columns) -> the chosen index, or None."""
@@ -51,16 +51,6 @@ def accuracy_at(columns: dict, rule: Rule, n: int) -> float:
     return sum(p is not None and bool(columns["correct"][p]) for p in picks) / len(groups)
 
 
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion (successes may be fractional: a mean over groups)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def table(problems: Sequence[dict], rules: dict[str, Rule], ns: Sequence[int]) -> dict[str, dict[int, dict]]:
     """{rule: {N: {"accuracy", "ci_low", "ci_high", "problems"}}}; the interval counts problems
     (each problem's accuracy at N is a mean over its groups), so it is conservative for N < M."""
@@ -70,6 +60,6 @@ def table(problems: Sequence[dict], rules: dict[str, Rule], ns: Sequence[int]) -
         for n in ns:
             per_problem = [accuracy_at(columns, rule, n) for columns in problems]
             mean = sum(per_problem) / len(per_problem)
-            low, high = wilson(mean * len(per_problem), len(per_problem))
+            low, high = wilson_interval(mean * len(per_problem), len(per_problem))
             out[name][n] = {"accuracy": mean, "ci_low": low, "ci_high": high, "problems": len(per_problem)}
     return out
