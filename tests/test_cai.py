@@ -79,8 +79,14 @@ def test_label_pairs_counts_what_it_cannot_decide(tmp_path):
             return "A"  # position-biased on prompt 3: cancels to a tie
         return "A" if len(a) > len(b) else "B"
 
-    rows, stats = label_pairs(policy, ConstitutionJudge(Scripted(judge_reply), load_constitution("hhh")), PROMPTS)
-    assert stats == {"prompts": 4, "pairs": 1, "identical": 1, "empty": 0, "ties": 1, "unparseable": 1}
+    judge = ConstitutionJudge(Scripted(judge_reply), load_constitution("hhh"), verdict="letter")
+    rows, stats = label_pairs(policy, judge, PROMPTS)
+    verdicts, mean_letter_mass = stats.pop("verdicts"), stats.pop("mean_letter_mass")
+    # decidedness: |s − 0.5| of the two pairs scored in both orders, 0.5 (certain) and 0 (the tie)
+    assert stats == {"prompts": 4, "pairs": 1, "identical": 1, "empty": 0, "ties": 1, "unparseable": 1, "decidedness": 0.25}
+    assert mean_letter_mass is None  # letter verdicts have no probabilities
+    assert verdicts["helpful"] == {"first": 3, "second": 3, "tie": 0, "unparseable": 2, "examples_unparseable": ["???", "???"],
+                                   "mean_letter_mass": None}
     (row,) = rows
     assert row["chosen"][0]["content"] == "a much longer answer" and row["rejected"][0]["content"] == "short"
     assert row["rlaif"]["score"] == 1.0

@@ -1,8 +1,10 @@
 """Chat backends: the local engine, and an OpenAI-compatible endpoint through the official client
 (alignkit serve on loopback; a scripted flaky endpoint for retries and timeouts): key from the
 environment and never shown, transient failures retried with backoff, 4xx not retried, the disk
-cache making a rerun free."""
+cache making a rerun free. Letter probabilities: LocalChat against a direct softmax, and the
+endpoint (alignkit serve's logprobs) against LocalChat on the same model."""
 
+import math
 import time
 
 import pytest
@@ -10,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from alignkit.judges.chat import LocalChat, OpenAIChat, ReplyCache
+from alignkit.judges.llm import judge_messages
 from alignkit.serve import BackgroundServer, create_app
 
 KEY_VAR, KEY = "ALIGNKIT_TEST_CHAT_KEY", "chat-test-key-0123"
@@ -29,7 +32,8 @@ def served(tiny_engine_parts):
     from alignkit.rollout import make_engine
 
     model, tokenizer = tiny_engine_parts
-    app = create_app(make_engine(model, tokenizer, max_batch=8), tokenizer, model_name="tiny", context_length=2048, api_key=KEY)
+    app = create_app(make_engine(model, tokenizer, max_batch=8), tokenizer, model=model, model_name="tiny", context_length=2048,
+                     api_key=KEY)
     with BackgroundServer(app) as url:
         yield url
 
@@ -142,6 +146,126 @@ def test_cache_key_covers_what_changes_the_answer():
     key = ReplyCache.key("http://x/v1", request)
     assert key == ReplyCache.key("http://x/v1/", dict(reversed(list(request.items()))))
     for change in ({"model": "n"}, {"max_tokens": 6}, {"temperature": 1.0}, {"seed": 1},
-                   {"messages": [{"role": "user", "content": "hi!"}]}):
+                   {"messages": [{"role": "user", "content": "hi!"}]}, {"logprobs": True, "top_logprobs": 20}):
         assert ReplyCache.key("http://x/v1", {**request, **change}) != key
     assert ReplyCache.key("http://y/v1", request) != key
+
+
+# Judge prompts of different lengths (left padding), more than one forward batch of LocalChat (16).
+JUDGE_CONVERSATIONS = [judge_messages([{"role": "user", "content": f"question {i}" + " and more" * (i % 5)}],
+                                      f"answer {i}", f"a reply of {i * 7} words") for i in range(20)]
+
+
+def template_ids(tokenizer, conversation) -> list[int]:
+    return list(tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+
+
+@pytest.fixture(scope="module")
+def letter_judge():
+    """(model, tokenizer): a tiny random model that answers a judge prompt with a letter most of the
+    time, with A, B and C mixed differently per prompt. Its lm_head rows of the six letter tokens
+    ("A", " A", ...) are set so their logits are about 10-11 along the mean last hidden state, plus a
+    random part along how each prompt's hidden state differs from the mean (std ~2); every other
+    token's logit stays near 0 (std ~0.16), so the letters are always among the top 20."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.models import load_tokenizer
+    from alignkit.models.tiny import tiny_config
+    from alignkit.rollout.engine import encode_prompt
+
+    torch.set_num_threads(1)
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    config = tiny_config(tokenizer)
+    config.tie_word_embeddings = False
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    letters = tokenizer.convert_tokens_to_ids(["A", "ĠA", "B", "ĠB", "C", "ĠC"])
+    with torch.no_grad():
+        hidden = torch.stack([model.model(torch.tensor([encode_prompt(tokenizer, c)])).last_hidden_state[0, -1]
+                              for c in JUDGE_CONVERSATIONS[:8]])  # (8, H)
+        mean = hidden.mean(0)
+        spread = (hidden - mean).norm(dim=1).mean()
+        random = torch.randn(len(letters), config.hidden_size, generator=torch.Generator().manual_seed(1))
+        random -= (random @ mean)[:, None] * mean / (mean @ mean)  # orthogonal to the mean: per-prompt only
+        base = torch.tensor([11.0, 10.5, 10.5, 10.0, 10.5, 10.0])[:, None]
+        model.lm_head.weight[letters] = base * mean / (mean @ mean) + random * 2.0 / spread
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def served_letter_judge(letter_judge):
+    from alignkit.rollout import make_engine
+
+    model, tokenizer = letter_judge
+    app = create_app(make_engine(model, tokenizer, max_batch=8), tokenizer, model=model, model_name="judge", context_length=2048)
+    with BackgroundServer(app) as url:
+        yield url
+
+
+def test_local_letter_probs_equal_a_direct_softmax(letter_judge):
+    import torch
+
+    model, tokenizer = letter_judge
+    got = LocalChat(model, tokenizer).letter_probs(JUDGE_CONVERSATIONS)
+    letter_ids = {"A": [49, 330], "B": [50, 389], "C": [51, 340]}  # "A"/" A", ... in the SmolLM2 vocabulary
+    assert letter_ids == {x: tokenizer.convert_tokens_to_ids([x, "Ġ" + x]) for x in "ABC"}
+    lengths = set()
+    for conversation, probs in zip(JUDGE_CONVERSATIONS, got):
+        ids = template_ids(tokenizer, conversation)
+        lengths.add(len(ids))
+        with torch.no_grad():
+            # one row, no padding (the padded batch differs by fp32 round-off, ~1e-6)
+            softmax = model(torch.tensor([ids])).logits[0, -1].softmax(-1)
+        assert probs == {x: pytest.approx(float(softmax[i].sum()), abs=1e-5) for x, i in letter_ids.items()}
+    assert len(lengths) > 1  # rows were padded
+    # The model is one that answers with letters, not all with the same one: the comparison means something.
+    masses = [sum(p.values()) for p in got]
+    assert min(masses) > 0.1 and sum(masses) / len(masses) > 0.5 and {max(p, key=p.get) for p in got} == {"A", "B", "C"}
+
+
+
+def test_local_letter_probs_with_absolute_positions(tokenizer):
+    """A model with learned absolute positions (GPT-2): left padding must not shift them (RoPE models
+    cannot tell, since attention sees only relative positions)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=1024,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    conversations = JUDGE_CONVERSATIONS[:5]
+    got = LocalChat(model, tokenizer).letter_probs(conversations)
+    for conversation, probs in zip(conversations, got):
+        ids = template_ids(tokenizer, conversation)
+        with torch.no_grad():
+            softmax = model(torch.tensor([ids])).logits[0, -1].softmax(-1)
+        # a random model: ~4e-5 per letter, so compare relative to that
+        assert probs == {x: pytest.approx(float(softmax[tokenizer.convert_tokens_to_ids([x, "Ġ" + x])].sum()), rel=1e-4)
+                         for x in "ABC"}
+def test_endpoint_letter_probs_equal_local_ones(letter_judge, served_letter_judge, tmp_path):
+    from alignkit.judges.llm import LLMJudge
+
+    local = LocalChat(*letter_judge)
+    endpoint = OpenAIChat(served_letter_judge, "judge", api_key_env=None, cache_dir=tmp_path / "cache", concurrency=4)
+    remote = endpoint.letter_probs(JUDGE_CONVERSATIONS)
+    expected = local.letter_probs(JUDGE_CONVERSATIONS)
+    assert endpoint.calls == len(JUDGE_CONVERSATIONS)
+    for r, e in zip(remote, expected):
+        assert r == {x: pytest.approx(e[x], abs=1e-4) for x in "ABC"}
+    # and so the same verdicts, whichever backend the judge uses
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(4)]
+    a, b = [f"answer {i}" for i in range(4)], [f"a reply of {i} words" for i in range(4)]
+    assert LLMJudge(endpoint).judge(prompts, a, b) == pytest.approx(LLMJudge(local).judge(prompts, a, b), abs=1e-4)
+    again = OpenAIChat(served_letter_judge, "judge", api_key_env=None, cache_dir=tmp_path / "cache")
+    assert again.letter_probs(JUDGE_CONVERSATIONS) == remote and again.calls == 0  # cached
+    again.chat(JUDGE_CONVERSATIONS[:1], max_tokens=1, temperature=0.0)
+    assert again.calls == 1  # a reply is another request than its letter probabilities
+
+
+def test_letter_sums_strip_token_texts():
+    from alignkit.judges.chat import letter_sums
+
+    top = [[" A", math.log(0.5)], ["A", math.log(0.1)], ["\nB", math.log(0.2)], ["C.", math.log(0.1)], ["a", math.log(0.05)]]
+    assert letter_sums(top, "ABC") == {"A": pytest.approx(0.6), "B": pytest.approx(0.2), "C": 0.0}

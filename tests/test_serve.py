@@ -1,5 +1,6 @@
 """alignkit serve against the official openai client on loopback: chat, streaming, n, seed, stop,
-batching of concurrent requests, OpenAI-shaped errors, the API key, and the CLI's ready line."""
+batching of concurrent requests, logprobs (against an independent teacher-forced forward),
+OpenAI-shaped errors, the API key, and the CLI's ready line."""
 
 import json
 import os
@@ -20,7 +21,7 @@ HI = [{"role": "user", "content": "Tell me about the sea."}]
 
 @pytest.fixture(scope="module")
 def server():
-    """(base_url, app) of a real uvicorn server on a thread, serving a tiny random model."""
+    """(base_url, app, model) of a real uvicorn server on a thread, serving a tiny random model."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -38,9 +39,9 @@ def server():
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     # fp32: greedy answers must not depend on the batch they were decoded in (bf16 round-off could).
     engine = make_engine(model.eval(), tokenizer, max_batch=16, dtype=torch.float32)
-    app = create_app(engine, tokenizer, model_name=MODEL, context_length=256, api_key=KEY, max_n=4, window_s=0.05)
+    app = create_app(engine, tokenizer, model=model, model_name=MODEL, context_length=256, api_key=KEY, max_n=4, window_s=0.05)
     with BackgroundServer(app) as url:
-        yield url, app
+        yield url, app, model
 
 
 @pytest.fixture()
@@ -163,6 +164,10 @@ def test_concurrent_requests_share_batches_and_keep_their_own_answers(server, cl
     ({"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role", "invalid_value"),
     ({"model": MODEL, "messages": HI, "stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value"),
     ({"model": MODEL, "messages": HI, "tools": [{"type": "function"}]}, "tools", "unsupported_parameter"),
+    ({"model": MODEL, "messages": HI, "logprobs": True, "stream": True}, "logprobs", "unsupported_parameter"),
+    ({"model": MODEL, "messages": HI, "top_logprobs": 2}, "top_logprobs", "invalid_value"),  # needs logprobs: true
+    ({"model": MODEL, "messages": HI, "logprobs": True, "top_logprobs": 21}, "top_logprobs", "invalid_value"),
+    ({"model": MODEL, "messages": HI, "logprobs": True, "top_logprobs": -1}, "top_logprobs", "invalid_value"),
     ({"model": MODEL, "messages": HI, "max_tokens": 10_000}, "messages", "context_length_exceeded"),
     ([1, 2, 3], None, "invalid_request"),
 ])
@@ -249,3 +254,77 @@ def test_seeded_requests_answer_the_same_in_company(client):
     for t in threads:
         t.join()
     assert together == alone
+
+
+def reference_logprobs(model, prompt_ids: list[int], completion_ids: list[int]):
+    """log_softmax of the model's logits over prompt + completion, one plain forward: (T, V)."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + completion_ids])).logits[0]
+    return logits[len(prompt_ids) - 1 : -1].double().log_softmax(-1)
+
+
+def token_ids_from_bytes(tokenizer, entries) -> list[int]:
+    """Each entry's token id, found from its bytes through transformers' own byte-level table."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    symbol = bytes_to_unicode()
+    ids = []
+    for entry in entries:
+        if entry.token in tokenizer.all_special_tokens:
+            ids.append(tokenizer.convert_tokens_to_ids(entry.token))
+        else:
+            ids.append(tokenizer.convert_tokens_to_ids("".join(symbol[b] for b in entry.bytes)))
+    return ids
+
+
+@pytest.mark.parametrize("ask", [dict(temperature=0, n=1), dict(temperature=1.0, n=2, seed=5)])
+def test_logprobs_equal_an_independent_teacher_forced_forward(server, client, tokenizer, ask):
+    import math
+
+    model = server[2]
+    reply = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=8, logprobs=True, top_logprobs=5, **ask)
+    prompt_ids = list(tokenizer.apply_chat_template(HI, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    for choice in reply.choices:
+        content = choice.logprobs.content
+        ids = token_ids_from_bytes(tokenizer, content)
+        special = set(tokenizer.all_special_ids)
+        # the tokens are the completion: their bytes join into the text (special tokens, e.g. EOS, aside)
+        assert b"".join(bytes(e.bytes) for e, i in zip(content, ids) if i not in special).decode() == choice.message.content
+        assert [e.token for e in content] == [tokenizer.decode([i]) for i in ids]
+        reference = reference_logprobs(model, prompt_ids, ids)
+        for t, entry in enumerate(content):
+            assert entry.logprob == pytest.approx(float(reference[t, ids[t]]), abs=1e-4)
+            top = entry.top_logprobs
+            assert len(top) == 5
+            assert [x.logprob for x in top] == sorted((x.logprob for x in top), reverse=True)
+            assert sum(math.exp(x.logprob) for x in top) <= 1.0 + 1e-6
+            values, expected_ids = reference[t].topk(5)
+            assert token_ids_from_bytes(tokenizer, top) == expected_ids.tolist()
+            assert [x.logprob for x in top] == pytest.approx(values.tolist(), abs=1e-4)
+            if ask["temperature"] == 0:  # greedy (fp32 engine): the chosen token is the most likely one
+                assert entry.token == top[0].token
+    assert sum(len(c.logprobs.content) for c in reply.choices) == reply.usage.completion_tokens
+
+
+def test_logprobs_without_top_logprobs_and_not_asked(client):
+    asked = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=3, temperature=0, logprobs=True)
+    (choice,) = asked.choices
+    assert len(choice.logprobs.content) == asked.usage.completion_tokens
+    assert all(e.top_logprobs == [] and e.logprob <= 0 for e in choice.logprobs.content)
+    plain = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=3, temperature=0)
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == choice.message.content
+
+
+def test_token_bytes_of_part_of_a_character(tokenizer):
+    """A byte-level token may be one byte of a UTF-8 character: decode shows U+FFFD, the bytes are exact."""
+    from alignkit.serve.logprobs import token_bytes
+
+    lead = tokenizer.convert_tokens_to_ids("â")  # the byte 0xE2 in GPT-2's table: starts "€" (E2 82 AC)
+    assert tokenizer.decode([lead]) == "\ufffd" and token_bytes(tokenizer, lead) == [0xE2]
+    text = "Price: 5€ – naïve 日本"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert b"".join(bytes(token_bytes(tokenizer, i)) for i in ids) == text.encode()
+    eos = tokenizer.eos_token_id
+    assert token_bytes(tokenizer, eos) == list(tokenizer.decode([eos]).encode())

@@ -106,5 +106,4 @@ def label(model, prompts, limit, constitution, api_key_env, max_tokens, seed, ou
     constitution_judge = ConstitutionJudge(judge_backend, loaded)
     rows, stats = label_pairs(policy, constitution_judge, _prompts(prompts, limit), max_tokens=max_tokens,
                               temperature=temperature, seed=seed)
-    stats["verdicts"] = {name: counts.as_dict() for name, counts in constitution_judge.counts.items()}
     _write(rows, {**stats, "constitution": loaded.name, "judge": judge_backend.name}, output)

@@ -54,7 +54,6 @@ def run_cai_stage(pipeline, name: str, method: str, fields: dict) -> dict:
 
         judge = ConstitutionJudge(backend, constitution)
         rows, stats = label_pairs(policy, judge, prompts, temperature=fields.get("temperature", 1.0), **options)
-        stats["verdicts"] = {p: c.as_dict() for p, c in judge.counts.items()}
         path = out / "pairs.jsonl"
     if not rows:
         raise ValueError(f"stage {name!r} ({method}) produced no rows: {json.dumps(stats)}")

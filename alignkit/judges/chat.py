@@ -1,13 +1,22 @@
 """Chat backends for judges and critics: conversations in, assistant replies out.
 
     backend.chat(conversations, max_tokens=16, temperature=0.0, seed=0) -> list[str | None]
+    backend.letter_probs(conversations, letters=("A", "B", "C")) -> list[dict[str, float] | None]
 
-``LocalChat``  a model in this process, through the rollout engine (one batched call).
+``letter_probs`` gives, per conversation, P(X) for each letter X at the first reply token:
+the sum of the next-token probabilities of every token whose text, stripped of whitespace, is X
+("A" and " A" alike). The values are raw probabilities (they need not sum to 1); the judge
+decides what to do with the rest of the mass (``alignkit.judges.llm``).
+
+``LocalChat``  a model in this process, through the rollout engine (one batched call); letter
+               probabilities from one teacher-forced forward of the templated prompts.
 ``OpenAIChat`` any OpenAI-compatible endpoint (OpenAI, vLLM, ``alignkit serve``) through the
                official ``openai`` client: the key read from an environment variable and never
                logged or cached; retries with exponential backoff on transient failures only;
                a timeout per request; at most ``concurrency`` requests in flight; every reply
-               cached on disk under the hash of its request, so a rerun costs nothing.
+               cached on disk under the hash of its request, so a rerun costs nothing. Letter
+               probabilities ask for one token with ``logprobs`` and the top 20
+               alternatives: a letter outside the endpoint's top 20 counts as 0.
 
 A reply is None when the backend could not produce one (e.g. the endpoint kept failing): judges
 count those, they never guess them.
@@ -18,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import tempfile
@@ -29,6 +39,8 @@ from typing import Protocol, Sequence
 
 log = logging.getLogger(__name__)
 
+LETTERS = ("A", "B", "C")  # the judge's verdicts: Response A, Response B, a tie
+
 
 class ChatBackend(Protocol):
     name: str
@@ -38,6 +50,30 @@ class ChatBackend(Protocol):
         """One assistant reply per conversation (chat messages), in order."""
         ...
 
+    def letter_probs(self, conversations: Sequence[list[dict]],
+                     letters: Sequence[str] = LETTERS) -> list[dict[str, float] | None]:
+        """Per conversation, {letter: P(first reply token is that letter)}; None when not available."""
+        ...
+
+
+# Conversations per teacher-forced forward in LocalChat.letter_probs: bounds the activations
+# (B, T, hidden) of long judge prompts; the logits are kept at the last position only.
+_SCORE_BATCH = 16
+
+
+def letter_token_ids(tokenizer, letters: Sequence[str]) -> dict[str, list[int]]:
+    """Every token id whose text, stripped, is the letter: e.g. {"A": [id("A"), id(" A")], ...}.
+
+    A scan of the whole vocabulary (about 0.4 s for 49k tokens), so that any spelling the
+    tokenizer has ("A", " A", a newline then "A") counts, the same rule ``OpenAIChat`` applies to token texts."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    wanted = set(letters)
+    ids: dict[str, list[int]] = {letter: [] for letter in letters}
+    for token_id, text in enumerate(texts):
+        if text.strip() in wanted:
+            ids[text.strip()].append(token_id)
+    return ids
+
 
 class LocalChat:
     """A causal LM in this process. ``engine_options`` go to ``make_engine`` (e.g. ``max_batch``)."""
@@ -46,7 +82,9 @@ class LocalChat:
         from alignkit.rollout import make_engine
 
         self.name = name
-        self.engine = make_engine(model.eval(), tokenizer, **engine_options)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.engine = make_engine(self.model, tokenizer, **engine_options)
+        self._letter_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
     @classmethod
     def load(cls, path: str, **engine_options) -> "LocalChat":
@@ -60,6 +98,39 @@ class LocalChat:
             return []
         rollouts = self.engine.generate(list(conversations), max_new_tokens=max_tokens, temperature=temperature, seed=seed)
         return [text.strip() for text in rollouts.texts]
+
+    def letter_probs(self, conversations, letters: Sequence[str] = LETTERS) -> list[dict[str, float] | None]:
+        """softmax(logits at the last prompt position) summed over each letter's token ids.
+
+        The prompt is the chat template with the generation prompt (what ``chat`` decodes from),
+        left-padded so that the last column is every row's next-token position."""
+        import torch
+
+        from alignkit.rollout.engine import encode_prompt
+
+        letters = tuple(letters)
+        if letters not in self._letter_ids:
+            self._letter_ids[letters] = letter_token_ids(self.tokenizer, letters)
+        ids_of = self._letter_ids[letters]
+        encoded = [encode_prompt(self.tokenizer, c) for c in conversations]
+        device = next(self.model.parameters()).device
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        out: list[dict[str, float] | None] = []
+        for start in range(0, len(encoded), _SCORE_BATCH):
+            rows = encoded[start : start + _SCORE_BATCH]
+            width = max(len(r) for r in rows)
+            input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)  # (B, T)
+            attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+            # Left padding would shift each row's positions: count them from its first real token
+            # (RoPE models could not tell, learned absolute positions, e.g. GPT-2, could).
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.no_grad():
+                logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                    logits_to_keep=1).logits[:, -1]  # (B, V)
+            probs = logits.float().softmax(-1)
+            for row in probs:
+                out.append({letter: float(row[ids].sum()) if ids else 0.0 for letter, ids in ids_of.items()})
+        return out
 
 
 # Failures worth another try: the network, a timeout, rate limits, the server's own errors (5xx).
@@ -107,27 +178,39 @@ class OpenAIChat:
     def chat(self, conversations, *, max_tokens: int = 256, temperature: float = 0.0, seed: int = 0) -> list[str | None]:
         requests = [{"model": self.model, "messages": list(c), "max_tokens": max_tokens, "temperature": temperature,
                      "seed": seed} for c in conversations]
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return list(pool.map(self._one, requests))
+        replies = self._all(requests, _reply_text)
+        return [None if r is None else r["text"] for r in replies]
 
-    def _one(self, request: dict) -> str | None:
+    def letter_probs(self, conversations, letters: Sequence[str] = LETTERS) -> list[dict[str, float] | None]:
+        """From the top 20 log-probs of one greedy token: P(X) = Σ exp(logprob) over the listed tokens
+        whose text, stripped, is X. None when the endpoint gave no log-probs (or no answer)."""
+        requests = [{"model": self.model, "messages": list(c), "max_tokens": 1, "temperature": 0.0, "logprobs": True,
+                     "top_logprobs": 20} for c in conversations]
+        replies = self._all(requests, _reply_top_logprobs)
+        return [None if r is None or r["top_logprobs"] is None else letter_sums(r["top_logprobs"], letters) for r in replies]
+
+    def _all(self, requests: list[dict], read) -> list[dict | None]:
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return list(pool.map(lambda request: self._one(request, read), requests))
+
+    def _one(self, request: dict, read) -> dict | None:
+        """``read(completion)``: the JSON-able part of the answer that is cached and returned."""
         if self.cache is not None:
             hit = self.cache.get(self.base_url, request)
             if hit is not None:
-                return hit["text"]
-        text = self._send(request)
-        if text is not None and self.cache is not None:
-            self.cache.put(self.base_url, request, {"text": text})
-        return text
+                return hit
+        reply = self._send(request, read)
+        if reply is not None and self.cache is not None:
+            self.cache.put(self.base_url, request, reply)
+        return reply
 
-    def _send(self, request: dict) -> str | None:
+    def _send(self, request: dict, read) -> dict | None:
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             try:
                 with self._count:
                     self.calls += 1
-                reply = self._client.chat.completions.create(**request)
-                return reply.choices[0].message.content or ""
+                return read(self._client.chat.completions.create(**request))
             except Exception as exc:
                 if not _transient(exc) or attempt == self.retries:
                     # Logged by type and status only: an exception's text can echo request headers.
@@ -141,11 +224,33 @@ class OpenAIChat:
         return None
 
 
+def _reply_text(completion) -> dict:
+    return {"text": completion.choices[0].message.content or ""}
+
+
+def _reply_top_logprobs(completion) -> dict:
+    """{"top_logprobs": [[token, logprob], ...]} of the first reply token; None inside when the
+    endpoint sent no log-probs (kept, so that a rerun does not ask again for what it will not get)."""
+    logprobs = completion.choices[0].logprobs
+    if logprobs is None or not logprobs.content:
+        return {"top_logprobs": None}
+    return {"top_logprobs": [[t.token, t.logprob] for t in logprobs.content[0].top_logprobs]}
+
+
+def letter_sums(top_logprobs: list[list], letters: Sequence[str]) -> dict[str, float]:
+    """{letter: Σ exp(logprob) over the (token, logprob) pairs whose token, stripped, is the letter}."""
+    sums = {letter: 0.0 for letter in letters}
+    for token, logprob in top_logprobs:
+        if token.strip() in sums:
+            sums[token.strip()] += math.exp(logprob)
+    return sums
+
+
 class ReplyCache:
     """Replies on disk, one JSON file per request: ``<dir>/<sha256 of (base_url, request)>.json``.
 
     The hash covers everything that changes the answer (endpoint, model, messages, max_tokens,
-    temperature, seed) and nothing secret (the key is not part of a request body). Files are
+    temperature, seed, logprobs) and nothing secret (the key is not part of a request body). Files are
     written to a temporary name and renamed, so concurrent writers and a kill never leave half a file.
     """
 

@@ -4,6 +4,9 @@
     GET  /v1/models              the one model served
     POST /v1/chat/completions    chat, streamed (server-sent events) or not, through the ``Batcher``
 
+Log-probs (non-streamed only): after generation, one teacher-forced forward of ``model`` per
+choice on the engine's worker thread (``alignkit.serve.logprobs``).
+
 Streaming: the engine returns whole completions, so a streamed answer is sent as word-sized
 deltas once its batch is done. The wire format is OpenAI's (role delta, content deltas, a final
 chunk with finish_reason, optional usage chunk, ``data: [DONE]``) but the first token arrives no
@@ -26,14 +29,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alignkit.serve import protocol
 from alignkit.serve.batcher import Batcher, Sampling
+from alignkit.serve.logprobs import completion_logprobs
 from alignkit.serve.protocol import ApiError, ChatRequest
 
 log = logging.getLogger(__name__)
 
 
-def create_app(engine, tokenizer, *, model_name: str, context_length: int, api_key: str | None = None,
+def create_app(engine, tokenizer, *, model, model_name: str, context_length: int, api_key: str | None = None,
                max_n: int = 16, default_max_tokens: int = 256, window_s: float = 0.005) -> FastAPI:
-    """An app serving ``engine`` under ``model_name``. ``api_key``: when set, every /v1 request must
+    """An app serving ``engine`` under ``model_name``. ``model``: the torch model the engine was made
+    from, which scores completions for ``logprobs``. ``api_key``: when set, every /v1 request must
     send ``Authorization: Bearer <api_key>``."""
     batcher = Batcher(engine, tokenizer, window_s=window_s)
     created = int(time.time())
@@ -84,7 +89,7 @@ def create_app(engine, tokenizer, *, model_name: str, context_length: int, api_k
         return {"object": "list", "data": [protocol.model_card(model_name, created)]}
 
     @app.get("/v1/models/{name:path}")
-    async def model(name: str):
+    async def one_model(name: str):  # named so as not to shadow the scoring `model`
         if name != model_name:
             raise ApiError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
         return protocol.model_card(model_name, created)
@@ -114,7 +119,12 @@ def create_app(engine, tokenizer, *, model_name: str, context_length: int, api_k
         choices = await batcher.submit(prompt_ids, sampling)
         cid = protocol.completion_id()
         if not request.stream:
-            return protocol.completion(cid, model_name, choices, len(prompt_ids))
+            logprobs = None
+            if request.logprobs:
+                top = request.top_logprobs or 0
+                logprobs = await batcher.call(lambda: [completion_logprobs(model, tokenizer, prompt_ids, c.token_ids, top)
+                                                       for c in choices])
+            return protocol.completion(cid, model_name, choices, len(prompt_ids), logprobs)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return StreamingResponse(_events(cid, model_name, choices, len(prompt_ids), include_usage),
                                  media_type="text/event-stream")

@@ -108,6 +108,11 @@ class Batcher:
         await self._queue.put(job)
         return await job.future
 
+    async def call(self, fn):
+        """``fn()`` on the engine's worker thread: other model work (scoring a completion) queues
+        behind generation instead of competing with it for the cores."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     async def _loop(self) -> None:
         while True:
             jobs = [await self._queue.get()]

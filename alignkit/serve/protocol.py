@@ -1,8 +1,11 @@
 """The OpenAI chat-completions wire format: the request we accept and the objects we return.
 
 Only what a local model can honour is accepted. Parameters that would silently change meaning if
-ignored (tools, logprobs, response_format, ...) are refused with a 400 naming the parameter, the
-way the OpenAI API refuses an unknown value, instead of being dropped.
+ignored (tools, response_format, ...) are refused with a 400 naming the parameter, the way the
+OpenAI API refuses an unknown value, instead of being dropped.
+
+``logprobs`` / ``top_logprobs`` (0..20, only with ``logprobs: true``) are honoured on non-streamed
+requests (``alignkit.serve.logprobs``); streamed with log-probs is refused with a 400.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Accepted by the OpenAI API but not implemented here: refused when set to anything but null/false.
-UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs", "response_format",
-               "audio", "modalities", "prediction", "web_search_options", "logit_bias")
+UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "response_format", "audio", "modalities",
+               "prediction", "web_search_options", "logit_bias")
 
 
 class ApiError(Exception):
@@ -67,6 +70,8 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
     @field_validator("stop")
     @classmethod
@@ -84,6 +89,11 @@ class ChatRequest(BaseModel):
             value = (self.model_extra or {}).get(name)
             if value not in (None, False, [], {}):
                 raise ApiError(400, f"'{name}' is not supported by alignkit serve", param=name, code="unsupported_parameter")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError(400, "'top_logprobs' requires 'logprobs' to be true.", param="top_logprobs", code="invalid_value")
+        if self.logprobs and self.stream:
+            raise ApiError(400, "'logprobs' is supported only without streaming by alignkit serve: send 'stream': false.",
+                           param="logprobs", code="unsupported_parameter")
 
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}  # engine reason -> OpenAI finish_reason
@@ -93,14 +103,16 @@ def completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
-def completion(cid: str, model: str, choices: list, prompt_tokens: int) -> dict:
-    """A non-streamed chat.completion; ``choices``: objects with .text, .finish_reason, .tokens."""
+def completion(cid: str, model: str, choices: list, prompt_tokens: int, logprobs: list[dict] | None = None) -> dict:
+    """A non-streamed chat.completion; ``choices``: objects with .text, .finish_reason, .tokens;
+    ``logprobs``: each choice's logprobs object, when they were asked for."""
     completion_tokens = sum(c.tokens for c in choices)
+    logprobs = logprobs or [None] * len(choices)
     return {
         "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model, "system_fingerprint": None,
         "choices": [
-            {"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": None, "finish_reason": c.finish_reason}
-            for i, c in enumerate(choices)
+            {"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": lp, "finish_reason": c.finish_reason}
+            for i, (c, lp) in enumerate(zip(choices, logprobs))
         ],
         "usage": usage(prompt_tokens, completion_tokens),
     }

@@ -40,7 +40,7 @@ def build_app(model: str, *, api_key: str | None = None, served_name: str | None
     policy = load_policy(model).eval()  # LoRA adapters come back merged into the base
     engine = make_engine(policy, tokenizer, max_batch=max_batch, **({} if dtype == "auto" else {"dtype": getattr(torch, dtype)}))
     context_length = getattr(policy.config, "max_position_embeddings", None) or 2048
-    return create_app(engine, tokenizer, model_name=served_name or model, context_length=context_length,
+    return create_app(engine, tokenizer, model=policy, model_name=served_name or model, context_length=context_length,
                       api_key=api_key, **app_options)
 
 
