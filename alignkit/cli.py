@@ -282,10 +282,14 @@ def _run_pipeline(recipe: dict) -> None:
     import json
 
     from alignkit.data.errors import DataError
-    from alignkit.pipeline import Pipeline, RecipeError
+    from alignkit.pipeline import Pipeline, RecipeError, StageError
 
     try:
         out = Pipeline(recipe).run()
+    except StageError as exc:  # as `alignkit dpo` does for a ValueError: one line, the traceback under -v
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        raise click.ClickException(f"{exc} (run with -v for the traceback)") from None
     except (RecipeError, DataError) as exc:
         raise click.ClickException(str(exc)) from None
     summary = json.loads((out / "summary.json").read_text())

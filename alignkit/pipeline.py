@@ -31,6 +31,12 @@ class RecipeError(ValueError):
     """A recipe that cannot run; the message names the file and stage."""
 
 
+class StageError(RecipeError):
+    """A stage that failed on a ValueError (a setting that cannot work with this data, no rows
+    to write, ...): the message names the stage and says what went wrong; the original is its
+    ``__cause__``."""
+
+
 def load_recipe(path: str | Path, overrides: dict | None = None) -> dict:
     path = Path(path)
     if not path.exists():
@@ -87,28 +93,35 @@ class Pipeline:
             release_freed_memory()
             reset_peak_rss()
             started = time.perf_counter()
-            if method in METHODS:
-                self.results[name] = self.train(name, method, stage)
-            elif method == "eval":
-                self.results[name] = self.evaluate(name, stage)
-            elif method == "report":
-                self.results[name] = self.report(stage)
-            elif method == "sample-rank":
-                self.results[name] = self.sample_rank(name, stage)
-            elif method in ("cai-revise", "cai-label"):
-                from alignkit.cai.stage import run_cai_stage
-
-                self.results[name] = run_cai_stage(self, name, method, stage)
-            elif method == "frontier":
-                from alignkit.eval.frontier import run_frontier_stage
-
-                self.results[name] = run_frontier_stage(self, name, stage)
-            else:
-                raise RecipeError(f"{self.recipe['_file']}: stage {name!r}: unknown method {method!r}")
+            try:
+                self.results[name] = self.run_stage(name, method, stage)
+            except RecipeError:
+                raise  # already names the file and the stage
+            except ValueError as exc:
+                raise StageError(f"stage {name!r} ({method}) failed: {exc}") from exc
             self.results[name].update(peak_rss_gb=round(peak_rss_gb(), 3), seconds=round(time.perf_counter() - started, 1))
         summary = self.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return self.out
+
+    def run_stage(self, name: str, method: str, stage: dict) -> dict:
+        if method in METHODS:
+            return self.train(name, method, stage)
+        if method == "eval":
+            return self.evaluate(name, stage)
+        if method == "report":
+            return self.report(stage)
+        if method == "sample-rank":
+            return self.sample_rank(name, stage)
+        if method in ("cai-revise", "cai-label"):
+            from alignkit.cai.stage import run_cai_stage
+
+            return run_cai_stage(self, name, method, stage)
+        if method == "frontier":
+            from alignkit.eval.frontier import run_frontier_stage
+
+            return run_frontier_stage(self, name, stage)
+        raise RecipeError(f"{self.recipe['_file']}: stage {name!r}: unknown method {method!r}")
 
     def train(self, name: str, method: str, fields: dict) -> dict:
         spec = METHODS[method]

@@ -97,3 +97,16 @@ def test_dpo_lab_runs_offline_with_overrides(tmp_path, tiny_dir):
     assert "0.5" in html and "data:image/png;base64" in html
     sft_config = json.loads((out / "dpo_beta0.1" / "config.json").read_text())
     assert sft_config["model"].endswith("sft/model") and sft_config["lr"] == 5e-7
+
+
+def test_a_stage_that_fails_is_one_line_naming_it(tmp_path, tiny_dir):
+    """`alignkit run` on a stage raising ValueError (5 pairs, batches of 8): exit 1 and one line, no traceback."""
+    recipe = {"name": "too-small", "model": tiny_dir, "output_dir": str(tmp_path / "run"), "stages": [
+        {"name": "tiny-dpo", "method": "dpo", "data": "tests/fixtures/pairs_conversational.jsonl", "batch_size": 8}]}
+    path = tmp_path / "too-small.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 1 and not isinstance(result.exception, ValueError)  # click's exit, not a crash
+    (line,) = result.output.strip().splitlines()
+    assert line == ("Error: stage 'tiny-dpo' (dpo) failed: 5 training examples is fewer than one batch of 8 "
+                    "(run with -v for the traceback)")
