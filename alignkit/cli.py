@@ -225,7 +225,7 @@ def quickstart(output_dir: str | None) -> None:
 @click.option("--judge-api-key-env", help="Environment variable holding an endpoint judge's API key.")
 @click.option("--sycophancy", is_flag=True, help="Also run the bundled sycophancy probe on the baseline and each policy.")
 @click.option("--prompts", default="hhh:test", show_default=True, help="Held-out prompts: a prompt or preference file, or hhh:test.")
-@click.option("--limit", type=int, help="Use only the first N prompts.")
+@click.option("--limit", type=int, help="Use a seeded random sample of N prompts (in file order).")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
 @click.option("--output-dir", default="runs/eval", show_default=True)
 def eval_command(policy, baseline, judge, judge_api_key_env, sycophancy, prompts, limit, max_new_tokens, output_dir) -> None:

@@ -52,3 +52,17 @@ def test_the_bundled_judge_split_shares_no_prompt_with_the_train_split():
 
     keys = {split: {_prompt_key(p) for p in load_prompts(f"hhh:{split}")[0]} for split in ("train", "judge", "test")}
     assert not keys["train"] & keys["judge"] and not keys["test"] & (keys["train"] | keys["judge"])
+
+
+def test_an_eval_limit_is_a_seeded_sample_across_the_splits_kinds():
+    # hhh:test lists its files one kind after another: its first 24 prompts have no 'honest' one
+    # and none of the refusal file's at the end.
+    all_prompts, all_tags = load_prompts("hhh:test")
+    prompts, tags = load_prompts("hhh:test", 24)
+    assert len(prompts) == 24 and set(tags) == set(all_tags)
+    assert load_prompts("hhh:test", 24) == (prompts, tags)  # the same sample every run
+    positions = [all_prompts.index(p) for p in prompts]
+    assert positions == sorted(positions)  # file order kept
+    assert positions[-1] > len(all_prompts) / 2  # drawn from the whole split
+    assert [all_tags[i] for i in positions] == tags
+    assert load_prompts("hhh:test", 24, seed=1)[0] != prompts

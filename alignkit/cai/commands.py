@@ -18,20 +18,10 @@ import click
 
 
 def _prompts(spec: str, limit: int | None, seed: int = 0) -> list[list[dict]]:
-    """The prompts of ``spec`` as chat messages; ``limit``: a seeded random sample of that many, in
-    file order (a bundled split lists its files one after another, so its first N would all be one kind)."""
-    import random
+    """The prompts of ``spec`` as chat messages; ``limit``: a seeded random sample of that many."""
+    from alignkit.eval.stage import load_prompts
 
-    from alignkit.data import read_records
-    from alignkit.train.setup import data_files
-
-    prompts = []
-    for path in data_files(spec):
-        for record in read_records(path, "prompt").records:
-            prompts.append(record.prompt if isinstance(record.prompt, list) else [{"role": "user", "content": record.prompt}])
-    if limit is None or limit >= len(prompts):
-        return prompts
-    return [prompts[i] for i in sorted(random.Random(seed).sample(range(len(prompts)), limit))]
+    return load_prompts(spec, limit, seed)[0]
 
 
 def _backends(model: str, other: str | None, api_key_env: str | None, cache_dir: Path):
@@ -55,7 +45,7 @@ def _write(rows: list[dict], stats: dict, output: str) -> None:
 _common = [
     click.option("--model", default="smollm2-135m-instruct", show_default=True, help="The policy: run directory, LoRA adapter or alias."),
     click.option("--prompts", default="hhh:train", show_default=True, help="Prompt or preference file, or a bundled dataset spec."),
-    click.option("--limit", type=int, help="Use only the first N prompts."),
+    click.option("--limit", type=int, help="Use a seeded random sample of N prompts."),
     click.option("--constitution", default="hhh", show_default=True, help="A bundled constitution name or a YAML file."),
     click.option("--api-key-env", help="Environment variable holding the critic / judge endpoint's API key."),
     click.option("--max-tokens", type=int, default=128, show_default=True),

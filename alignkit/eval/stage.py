@@ -16,8 +16,14 @@ def prompt_tag(meta: dict) -> str:
     return REFUSAL_TAGS.get(meta.get("kind"), meta.get("category", "other"))
 
 
-def load_prompts(spec: str, limit: int | None = None) -> tuple[list[list[dict]], list[str]]:
-    """Held-out prompts (as chat messages) and their tags from a preference or prompt file."""
+def load_prompts(spec: str, limit: int | None = None, seed: int = 0) -> tuple[list[list[dict]], list[str]]:
+    """Prompts (as chat messages) and their tags from a preference or prompt file.
+
+    ``limit``: a seeded random sample of that many, kept in file order. Not the first N: a bundled
+    split lists its files one after another, so its first N would all be one kind of prompt.
+    """
+    import random
+
     from alignkit.data import read_records
     from alignkit.train.setup import data_files
 
@@ -27,7 +33,10 @@ def load_prompts(spec: str, limit: int | None = None) -> tuple[list[list[dict]],
             prompt = record.prompt if isinstance(record.prompt, list) else [{"role": "user", "content": record.prompt}]
             prompts.append(prompt)
             tags.append(prompt_tag(record.meta))
-    return prompts[:limit], tags[:limit]
+    if limit is None or limit >= len(prompts):
+        return prompts, tags
+    keep = sorted(random.Random(seed).sample(range(len(prompts)), limit))
+    return [prompts[i] for i in keep], [tags[i] for i in keep]
 
 
 def run_name(path: str) -> str:
