@@ -13,6 +13,8 @@ import os
 
 import torch
 
+from alignkit.models.sharding import one_forward
+
 
 def load_scalar_model(name_or_path: str | os.PathLike, *, dtype=None, trust_remote_code: bool = False):
     """A causal LM's trunk with a fresh (or trained) scalar head; pad id taken from the tokenizer."""
@@ -31,6 +33,7 @@ def load_scalar_model(name_or_path: str | os.PathLike, *, dtype=None, trust_remo
     return model, tokenizer
 
 
+@one_forward
 def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B,) scalar score at each row's last attended token (rows are right-padded)."""
     from alignkit.models.logprobs import _unwrap

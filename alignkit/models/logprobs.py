@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from alignkit.models.sharding import one_forward
+
 
 def _unwrap(model):
     """The plain transformers model under DDP / PEFT wrappers (PEFT's LoRA layers stay active)."""
@@ -76,6 +78,7 @@ class HeadLogps(torch.autograd.Function):
         return grad_hidden, grad_weight, None
 
 
+@one_forward
 def response_token_logps(
     model,
     input_ids: torch.Tensor,
@@ -112,6 +115,15 @@ def sequence_logps(model, input_ids, attention_mask, response_mask, **kwargs) ->
     return token_logps.sum(-1), response_mask.sum(-1).to(token_logps.dtype)
 
 
+def idle_forward(model) -> torch.Tensor:
+    """A zero scalar from a forward over a dummy two-token row, for a process with no rows when
+    every process must run a forward: under FSDP each is a collective, and in backward every
+    weight gets a (zero) gradient, so each process joins every gradient reduction."""
+    ids = torch.zeros((1, 2), dtype=torch.long, device=next(model.parameters()).device)
+    return response_token_logps(model, ids, torch.ones_like(ids), torch.tensor([[0, 1]], device=ids.device)).sum() * 0.0
+
+
+@one_forward
 def full_logits_token_logps(model, input_ids, attention_mask, response_mask) -> torch.Tensor:
     """The plain computation (full logits, log-softmax over everything): the reference that the
     selective path above must equal. Used by tests, and readable as the definition."""

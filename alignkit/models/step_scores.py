@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from alignkit.models.sharding import one_forward
 
+
+@one_forward
 def position_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """(B, S) scalar scores (logits) at ``positions`` (B, S) of right-padded rows (B, T).
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 
 from alignkit.models.logprobs import _unwrap
+from alignkit.models.sharding import one_forward
 
 
+@one_forward
 def token_values(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) values at the response positions (0 elsewhere): V_t is the head applied to the hidden
     state that predicts token t. All inputs (B, T), right-padded."""

@@ -53,7 +53,10 @@ class StaticCacheEngine:
         return self.decoder.dtype
 
     def load_weights(self, model) -> None:
-        self.decoder.load_weights(plain_model(model))
+        from alignkit.models.sharding import full_weights
+
+        with full_weights(model):  # sharded (--fsdp): gathered whole for the copy, then freed
+            self.decoder.load_weights(plain_model(model))
 
     @torch.no_grad()
     def generate(

@@ -41,8 +41,16 @@ class HFEngine:
     ) -> Rollouts:
         from tqdm.auto import tqdm
 
+        from alignkit.models.sharding import is_sharded
+
         check_options(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k)
         model, tokenizer = self.model, self.tokenizer
+        if is_sharded(model):
+            # generate() would run the sharded model with every process decoding a different
+            # number of steps, each step a collective: they would wait on each other forever.
+            raise ValueError("rollout_backend=hf samples from the training model itself, which --fsdp shards across "
+                             "processes; use an engine with its own copy of the weights: static (Llama-family "
+                             "models on CPU) or vllm (CUDA)")
         encoded = [encode_prompt(tokenizer, p) for p in prompts]
         stop_ids = stop_token_ids(model, tokenizer)
         stops = StopStrings(tokenizer, stop)

@@ -54,7 +54,10 @@ class VLLMEngine:
         self.load_weights(model)
 
     def load_weights(self, model) -> None:
-        weights = list(merged_state_dict(model).items())
+        from alignkit.models.sharding import full_weights
+
+        with full_weights(model):  # sharded (--fsdp): every process gathers the whole model for its engine
+            weights = list(merged_state_dict(model).items())
         self.llm.apply_model(lambda vllm_model: vllm_model.load_weights(weights))
         self.llm.reset_prefix_cache()  # cached prompt keys/values were computed with the old weights
 

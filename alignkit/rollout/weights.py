@@ -41,8 +41,22 @@ def merged_state_dict(model) -> dict[str, torch.Tensor]:
             state[f"{name}.weight"] = effective_weight(module).detach()
             if module.base_layer.bias is not None:
                 state[f"{name}.bias"] = module.base_layer.bias.detach()
-    for name, tensor in base.state_dict().items():
+    for name, tensor in _module_tensors(base).items():
         if "lora_" in name or ".base_layer." in name:
             continue
         state.setdefault(name, tensor)
     return state
+
+
+def _module_tensors(module) -> dict[str, torch.Tensor]:
+    """What ``module.state_dict()`` holds (parameters and persistent buffers, tied ones under each
+    name), read from the modules themselves: inside ``sharding.full_weights`` these are the
+    gathered tensors, while ``state_dict()`` hands back a sharded model's shards."""
+    out = {}
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        tensors = [*sub._parameters.items(),
+                   *((n, b) for n, b in sub._buffers.items() if n not in sub._non_persistent_buffers_set)]
+        for name, tensor in tensors:
+            if tensor is not None:
+                out.setdefault(f"{prefix}.{name}" if prefix else name, tensor.detach())
+    return out

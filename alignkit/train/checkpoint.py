@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from alignkit.atomic import atomic_directory, remove_directory
+from alignkit.models.sharding import is_main_process, is_sharded
 
 STATE_FILE = "trainer_state.json"
 METHOD_STATE_FILE = "method_state.pt"
@@ -30,6 +31,43 @@ METHOD_STATE_FILE = "method_state.pt"
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Parameters that require grad, by name, detached and contiguous (safetensors wants that)."""
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def training_state(model: torch.nn.Module, optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """(trainable weights by name, optimizer state dict) as full tensors on the CPU.
+
+    A sharded model (``--fsdp``) holds 1/N of each on each process: they are gathered to the main
+    process (a collective: every process calls this; the others get empty dicts) and written in
+    the single-process layout, so any run, sharded or not, resumes from any checkpoint."""
+    if not is_sharded(model):
+        return trainable_state(model), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    weights = get_model_state_dict(model, options=options)
+    by_name = get_optimizer_state_dict(model, optimizer, options=options)
+    if not weights:
+        return {}, {}
+    names = _trainable_names(model)  # a tied head is in the state dict under both names: keep the first
+    return {n: weights[n].contiguous() for n in names}, _keyed_by_index(by_name, names)
+
+
+def _trainable_names(model) -> list[str]:
+    # The optimizer's parameter order: the loop builds it from the trainable parameters in order.
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _keyed_by_index(state: dict, names: list[str]) -> dict:
+    """torch.distributed.checkpoint keys optimizer state by parameter name; ``optimizer.state_dict()``
+    by position. Name -> position, so both kinds of run write one format."""
+    index = {name: i for i, name in enumerate(names)}
+    return {"state": {index[n]: s for n, s in state["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]]}
+
+
+def _keyed_by_name(state: dict, names: list[str]) -> dict:
+    return {"state": {names[i]: s for i, s in state["state"].items()},
+            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
 
 
 def _rng_state() -> dict:
@@ -53,18 +91,24 @@ class CheckpointError(OSError):
 
 
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, *, keep: int = 2,
-                    method_state: dict | None = None, trainer_state: dict | None = None) -> Path:
+                    method_state: dict | None = None, trainer_state: dict | None = None) -> Path | None:
     """Write ``root/step-{step}`` atomically and keep only the newest ``keep`` checkpoints.
 
     ``method_state``: tensors, numbers, strings and containers of them (``torch.load`` with
     ``weights_only=True`` reads it back), given back to the method on resume. ``trainer_state``:
-    JSON values stored beside the step (:func:`read_trainer_state` gives them back)."""
+    JSON values stored beside the step (:func:`read_trainer_state` gives them back).
+
+    Every process calls it (a sharded model's tensors are gathered first); only the main process
+    writes, and the others get None."""
+    weights, optimizer_state = training_state(model, optimizer)
+    if not is_main_process():
+        return None
     final = root / f"step-{step}"
     try:
         with atomic_directory(final) as tmp:
-            save_file(trainable_state(model), tmp / "trainable.safetensors")
+            save_file(weights, tmp / "trainable.safetensors")
             torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+                {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": _rng_state()},
                 tmp / "optim.pt",
             )
             if method_state is not None:
@@ -106,9 +150,16 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, *, method=None) -> 
             f"{path}: checkpoint does not match this model's trainable parameters "
             f"(missing {sorted(expected - set(weights))[:3]}, unexpected {sorted(set(weights) - expected)[:3]})"
         )
-    model.load_state_dict(weights, strict=False)
     state = torch.load(path / "optim.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    if is_sharded(model):  # every process reads the full tensors and keeps its own shard of them
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+        set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        set_optimizer_state_dict(model, optimizer, _keyed_by_name(state["optimizer"], _trainable_names(model)),
+                                 options=StateDictOptions(full_state_dict=True))
+    else:
+        model.load_state_dict(weights, strict=False)
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
     if method is not None:

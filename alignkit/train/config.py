@@ -92,6 +92,8 @@ class RunConfig(BaseModel):
     """Weights dtype: auto = bf16 on CUDA, fp32 on CPU."""
     threads: int | None = None
     """torch intra-op threads (default: torch's choice)."""
+    fsdp: bool = False
+    """Under torchrun / accelerate launch, shard weights, gradients and optimizer state across the processes (PyTorch FSDP2; docs/scaling.md)."""
     trust_remote_code: bool = False
     """Allow model code from the hub to run (off unless asked; warns when on)."""
     on_fault: Literal["stop", "skip"] = "stop"
@@ -112,6 +114,8 @@ class RunConfig(BaseModel):
             # Merging into NF4 weights re-quantises them; the adapter applies to the full-precision base.
             raise ValueError("merge_lora with load_in_4bit would save re-quantised weights: save the adapter "
                              "and load it on the full-precision base (load_policy on the run's model/ does that)")
+        if self.fsdp and self.load_in_4bit:
+            raise ValueError("fsdp with load_in_4bit: FSDP2 cannot shard bitsandbytes 4-bit weights; use one or the other")
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
             raise ValueError(f"max_prompt_length={self.max_prompt_length} must be < max_length={self.max_length}")
         return self

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from alignkit.train.config import RunConfig
 
-# Fields that change how a run is watched, not what it computes: free to differ on resume.
+# Fields that change how a run is watched or laid out, not what it computes: free to differ on
+# resume. A checkpoint holds full tensors whether or not the run was sharded (fsdp), so an FSDP
+# run resumes on one process and the other way round, like a change in the number of processes.
 MAY_CHANGE_ON_RESUME = frozenset({"resume", "output_dir", "threads", "report_to", "log_every", "save_every",
-                                  "keep_checkpoints", "eval_every"})
+                                  "keep_checkpoints", "eval_every", "fsdp"})
 
 
 class ResumeMismatchError(ValueError):

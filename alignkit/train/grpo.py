@@ -184,11 +184,12 @@ class GRPOMethod:
                 kept += [RolloutRow(rollouts.prompt_ids[r], rollouts.completion_ids[r], rollouts.logprobs[r], float(advantages[r]))
                          for r in range(g * G, (g + 1) * G)]
         start = time.perf_counter()
-        if cfg.old_logps == "trainer" and self.steps_per_round > 1 and kept:
+        # Even with no rows kept here: a sharded model's forwards are collective (completion_logps).
+        if cfg.old_logps == "trainer" and self.steps_per_round > 1:
             # The buffer serves several steps: π_old is the policy that sampled it, before any of them.
             for row, logps in zip(kept, completion_logps(self.model, kept, self.pad_id)):
                 row.old_logps = logps
-        if self.reference is not None and kept:
+        if self.reference is not None:
             for row, logps in zip(kept, self.reference.logps(kept)):
                 row.ref_logps = logps
         timings["time/score"] += time.perf_counter() - start
@@ -216,11 +217,13 @@ class GRPOMethod:
     def loss(self, batch, totals: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         metrics = {**self.round_metrics, **self.pending}
         self.pending = {}  # timings once per generation, on the first micro-batch after it
+        from alignkit.models.logprobs import idle_forward, response_token_logps
+
         if batch["input_ids"].shape[0] == 0:  # every group of this micro-batch was dropped: nothing to learn
-            # A zero that still reaches every trainable weight, so each gets a (zero) gradient and
-            # this process joins the loop's gradient all-reduce like the processes that had rows.
-            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0, metrics
-        from alignkit.models.logprobs import response_token_logps
+            # A zero from a forward that reaches every trainable weight, so each gets a (zero)
+            # gradient and this process joins the gradient all-reduce (or FSDP's all-gathers and
+            # reduce-scatters) like the processes that had rows.
+            return idle_forward(self.model), metrics
 
         cfg, mask = self.cfg, batch["response_mask"]
         logps = response_token_logps(self.model, batch["input_ids"], batch["attention_mask"], mask)  # (B, T)

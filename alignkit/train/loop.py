@@ -21,6 +21,12 @@ tokens for a token mean, KTO's KL sum, ...). ``loss(batch, totals)`` returns its
 *share* of the global-batch loss (``sum / totals[...]``), and the loop sums gradients over
 micro-batches and processes. So the update is the same however the batch is split, uneven
 lengths included. Without ``totals`` (evaluation), ``loss`` is the plain mean over its batch.
+
+Sharded (``--fsdp`` under torchrun / accelerate launch): the model, and a frozen reference copy,
+are sharded with FSDP2 before the optimizer is built (``models/sharding.py``), so parameters,
+gradients and optimizer state are 1/N per process. The gradient sum then happens inside backward
+(FSDP's reduce-scatter, set to sum), the loop's all-reduce is skipped, and checkpoints and the
+saved model are gathered to full tensors in the single-process format.
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ class Topology:
     def current(cls) -> "Topology":
         """Joins the process group when launched by torchrun / accelerate launch (WORLD_SIZE > 1)."""
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            if torch.cuda.is_available():  # one GPU per process: NCCL and FSDP use the current device
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
@@ -141,10 +149,11 @@ def _any_process(flag: bool, topo: Topology) -> bool:
     return sum_across_processes({"flag": float(flag)})["flag"] > 0
 
 
-def _sum_grads_across_processes(params: list[torch.Tensor], topo: Topology) -> None:
+def _sum_grads_across_processes(params: list[torch.Tensor], topo: Topology, sharded: bool) -> None:
     # Each process's gradient is already its share of the global-batch loss, so the sum over
-    # processes is the full gradient (an explicit all-reduce, so any forward path syncs).
-    if topo.world == 1:
+    # processes is the full gradient (an explicit all-reduce, so any forward path syncs). Sharded,
+    # FSDP's reduce-scatter in the backward has already summed them (models/sharding.py).
+    if topo.world == 1 or sharded:
         return
     for p in params:
         if p.grad is not None:
@@ -176,6 +185,20 @@ def _step_metrics(step_loss: float, sums: dict[str, float], counts: dict[str, in
     return {"loss": reduced["loss"], **{k: reduced[f"sum:{k}"] / reduced[f"n:{k}"] for k in keys}}
 
 
+def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale the gradients to a global L2 norm of at most ``max_norm``; returns the norm before.
+
+    ``clip_grad_norm_`` in its two halves, so that sharded gradients (DTensors, ``--fsdp``) work:
+    their norm is partial sums on each process until ``full_tensor()`` reduces it."""
+    from torch.distributed.tensor import DTensor
+
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
+
+
 def build_optimizer(params, cfg: RunConfig, total_steps: int):
     # The fused kernel: one pass over each tensor instead of a dozen (on CPU, 6x faster than the default step).
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
@@ -205,6 +228,7 @@ def fit(method: Method, cfg: RunConfig) -> dict:
 
     # Methods may say how long each example is (tokens) so batches can be length-grouped.
     lengths = tuple(method.length(item) for item in method.train_items) if hasattr(method, "length") else None
+    sharded = shard_for_run(method, cfg, topo)
     params = [p for p in method.model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, cfg, total_steps)
     ckpt_root = out / "checkpoints"
@@ -251,7 +275,10 @@ def fit(method: Method, cfg: RunConfig) -> dict:
             loss, metrics = method.loss(batch, totals)
             if not torch.isfinite(loss):
                 bad_loss = loss.item()
-                break
+                if not sharded:
+                    break
+                # Sharded, every backward is a collective: this process runs each one with the
+                # others, and the non-finite gradients are dropped with the step below.
             loss.backward()
             step_loss += loss.item()
             for k, v in metrics.items():
@@ -266,8 +293,8 @@ def fit(method: Method, cfg: RunConfig) -> dict:
         if fault is None and _any_process(reward_fault is not None, topo):
             fault = reward_fault or "non-finite rewards on another process"
         if fault is None:
-            _sum_grads_across_processes(params, topo)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+            _sum_grads_across_processes(params, topo, sharded)
+            grad_norm = clip_gradients(params, cfg.max_grad_norm or float("inf"))
             if not torch.isfinite(grad_norm):  # the same on every process: gradients are summed
                 fault = f"gradient norm is {grad_norm.item()}"
         if fault is None:
@@ -296,7 +323,7 @@ def fit(method: Method, cfg: RunConfig) -> dict:
         bar.update(1)
         if cfg.eval_every and done % cfg.eval_every == 0 and done != total_steps:
             _evaluate(method, logger, done)
-        if cfg.save_every and done % cfg.save_every == 0 and topo.is_main:
+        if cfg.save_every and done % cfg.save_every == 0 and (topo.is_main or sharded):  # sharded: all gather
             save_checkpoint(ckpt_root, done, method.model, optimizer, scheduler, keep=cfg.keep_checkpoints,
                             method_state=method.state_dict() if hasattr(method, "state_dict") else None,
                             trainer_state={"fingerprint": fingerprint, "guard": guard.state_dict()})
@@ -313,11 +340,33 @@ def fit(method: Method, cfg: RunConfig) -> dict:
         summary["eval_on_start"] = on_start
     if guard.skipped:
         summary["skipped_steps"] = guard.skipped
-    if topo.is_main:
+    if sharded:
+        summary["fsdp_processes"] = topo.world
+    if topo.is_main or sharded:  # sharded, every process takes part in gathering the weights
         method.save(out / "model")
+    if topo.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     logger.close()
     return summary
+
+
+def shard_for_run(method: Method, cfg: RunConfig, topo: Topology) -> bool:
+    """With ``--fsdp`` on several processes, shard the method's model (FSDP2, ``models/sharding.py``)
+    before the optimizer sees its parameters, and a frozen reference copy too (``reference=copy``:
+    as large as the policy, it would otherwise be whole on every process); returns whether it did."""
+    if not cfg.fsdp:
+        return False
+    if topo.world == 1:
+        log.warning("--fsdp on one process: nothing to shard, training unsharded "
+                    "(launch with torchrun --nproc-per-node N or accelerate launch)")
+        return False
+    from alignkit.models.sharding import shard
+
+    shard(method.model)
+    frozen_reference = getattr(getattr(method, "reference", None), "frozen", None)
+    if frozen_reference is not None:
+        shard(frozen_reference)
+    return True
 
 
 def truncate_metrics(path: Path, step: int) -> None:

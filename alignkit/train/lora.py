@@ -38,7 +38,16 @@ def is_peft(model) -> bool:
 
 
 def save_model(model, tokenizer, directory, *, merge: bool = False) -> None:
-    """Save for ``from_pretrained``: full weights, the adapter alone, or adapter merged into the base."""
+    """Save for ``from_pretrained``: full weights, the adapter alone, or adapter merged into the base.
+
+    A sharded model (``--fsdp``) is saved from an unsharded copy gathered on the main process, in
+    exactly the single-process format; every process calls this, only the main one writes."""
+    from alignkit.models.sharding import gathered_copy, is_main_process, is_sharded
+
+    if is_sharded(model):
+        model = gathered_copy(model)
+    if not is_main_process():
+        return
     if is_peft(model) and merge:
         model = model.merge_and_unload()
     with atomic_directory(directory) as tmp:

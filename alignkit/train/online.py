@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,11 +263,18 @@ def collate_rows(rows: Sequence[RolloutRow], pad_id: int) -> dict[str, torch.Ten
 @torch.no_grad()
 def completion_logps(model, rows: Sequence[RolloutRow], pad_id: int, *, batch_size: int = 16) -> list[list[float]]:
     """Each row's completion-token log-probs under ``model`` (teacher-forced, no grad), ``batch_size``
-    rows per forward."""
+    rows per forward. A sharded model's processes may hold different numbers of rows but must run
+    as many forwards as each other (``sharding.forward_count``): one with none left runs idle ones."""
+    from alignkit.models.logprobs import idle_forward
+    from alignkit.models.sharding import forward_count
+
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(rows), batch_size):
+    for start in range(0, forward_count(model, math.ceil(len(rows) / batch_size)) * batch_size, batch_size):
         chunk = rows[start : start + batch_size]
+        if not chunk:
+            idle_forward(model)
+            continue
         batch = collate_rows(chunk, pad_id)
         token_logps = response_token_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
                                            batch["response_mask"].to(device)).float().cpu()

@@ -164,7 +164,7 @@ class OnlineDPOMethod:
 
         pairs = [(row(best), row(worst)) for best, worst in filter(None, best_worst_pairs(labels, n))]
         start = time.perf_counter()
-        if self.reference is not None and pairs:
+        if self.reference is not None:  # with no pairs too: a sharded reference's forwards are collective
             flat = [row for pair in pairs for row in pair]
             for row, logps in zip(flat, self.reference.logps(flat)):
                 row.ref_logps = logps
@@ -198,8 +198,10 @@ class OnlineDPOMethod:
     def loss(self, batch, totals: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         metrics = {**self.round_metrics, **self.pending}
         self.pending = {}  # timings once per round, on the first micro-batch after it
-        if not batch:  # no pair in this micro-batch: a zero that still gives every trainable weight a gradient
-            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0, metrics
+        if not batch:  # no pair in this micro-batch: a zero from a forward, so every trainable weight gets a gradient
+            from alignkit.models.logprobs import idle_forward
+
+            return idle_forward(self.model), metrics
         loss, dpo_metrics = self.dpo.loss(batch, totals)
         return loss, {**metrics, **dpo_metrics}
 

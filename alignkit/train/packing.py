@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from alignkit.models.sharding import one_forward
+
 
 def pack_pairs(pairs: list, pad_id: int, *, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Pack ``pairs`` (with prompt_ids, chosen_ids, rejected_ids) into one row each.
@@ -66,6 +68,7 @@ def predictor_index(response_mask: torch.Tensor, prompt_lengths: torch.Tensor) -
     return torch.where(starts, (prompt_lengths - 1)[:, None].expand_as(index), previous)
 
 
+@one_forward
 def packed_pair_logps(model, batch: dict, *, chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs (2B,) = (chosen..., rejected...) and lengths (2B,) from packed rows.
 

@@ -334,6 +334,7 @@ def build_value_model(cfg: PPOConfig, tokenizer, device) -> torch.nn.Module:
     """A copy of the policy (fresh head) or of the first reward-model directory in ``--reward``."""
     from alignkit.models.value import load_value_model
     from alignkit.train.lora import apply_lora
+    from alignkit.train.setup import weights_dtype
 
     source = cfg.model
     if cfg.value_model == "reward":
@@ -342,7 +343,7 @@ def build_value_model(cfg: PPOConfig, tokenizer, device) -> torch.nn.Module:
             raise ValueError("value_model=reward needs a reward-model directory in --reward")
         source = str(Path(directories[0]) / "model") if (Path(directories[0]) / "model").is_dir() else directories[0]
     torch.manual_seed(cfg.seed)  # the fresh head's initialisation
-    value = load_value_model(source, tokenizer, dtype=None if cfg.dtype == "auto" else cfg.dtype,
+    value = load_value_model(source, tokenizer, dtype=weights_dtype(cfg),
                              trust_remote_code=cfg.trust_remote_code)
     if cfg.lora_r:
         value = apply_lora(value, cfg, task_type="SEQ_CLS")  # SEQ_CLS keeps the score head trainable

@@ -79,7 +79,11 @@ class ProcessRewardMethod:
         return mean_loss_metrics(self, self.eval_items)
 
     def save(self, directory: Path) -> None:
+        from alignkit.models.sharding import is_main_process
+
         save_run_model(self.model, self.tokenizer, directory, self.cfg)
+        if not is_main_process():  # with --fsdp every process saves (a gather); one writes
+            return
         info = {"step_separator": STEP_SEPARATOR, "label_mode": self.cfg.label_mode,
                 "aggregate": "min" if self.cfg.label_mode == "step" else "last"}
         (Path(directory) / PRM_FILE).write_text(json.dumps(info, indent=2) + "\n")

@@ -22,7 +22,7 @@ def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     torch.manual_seed(cfg.seed)
-    model = load_policy(cfg.model, dtype=None if cfg.dtype == "auto" else cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+    model = load_policy(cfg.model, dtype=weights_dtype(cfg), trust_remote_code=cfg.trust_remote_code,
                         load_in_4bit=cfg.load_in_4bit)
     if cfg.load_in_4bit:
         model = prepare_4bit_base(model)
@@ -32,6 +32,15 @@ def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
     if next(model.parameters()).device.type == "cpu":
         reuse_freed_memory()
     return model, tokenizer
+
+
+def weights_dtype(cfg: RunConfig) -> str | None:
+    """The dtype to load trained weights in; None lets the loader choose (bf16 on CUDA, fp32 on CPU).
+    With --fsdp, fp32: the sharded fp32 weights are the master copy AdamW updates, and FSDP's mixed
+    precision computes in bf16 on CUDA (models/sharding.py)."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    return "float32" if cfg.fsdp else None
 
 
 def sparse_tied_embedding_grad(model) -> bool:
