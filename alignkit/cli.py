@@ -205,9 +205,13 @@ def data_inspect(path: str, n: int, kind: str, model: str, data_format: str) -> 
 @click.option("--model", help="Override the recipe's base model.")
 @click.option("--data", help="Override the recipe's training data (every stage that does not name its own).")
 @click.option("--eval-data", help="Override the recipe's held-out data / eval prompts.")
-def run_recipe_command(recipe: str, **overrides) -> None:
-    """Run a YAML pipeline (a path, or the name of a bundled recipe in recipes/)."""
-    _run_recipe(recipe, **overrides)
+@click.option("--fresh", is_flag=True, help="Rerun every stage. Without it, a stage that finished in output_dir "
+              "with the same settings (and the same stages before it) is reused, and an unfinished one resumes.")
+def run_recipe_command(recipe: str, fresh: bool, **overrides) -> None:
+    """Run a YAML pipeline (a path, or the name of a bundled recipe in recipes/).
+
+    Started again, it goes on where it stopped (--fresh: from the first stage)."""
+    _run_recipe(recipe, fresh=fresh, **overrides)
 
 
 @app.command()
@@ -239,7 +243,7 @@ def eval_command(policy, baseline, judge, judge_api_key_env, sycophancy, prompts
             {"name": "report", "method": "report", "curves": None},
         ],
     }
-    _run_pipeline(recipe)
+    _run_pipeline(recipe, fresh=True)  # one stage of work, nothing earlier to save: asking again means measure again
 
 
 @app.command()
@@ -268,24 +272,24 @@ def serve(model, host, port, api_key_env, served_model_name, max_batch, max_n, d
     run(server_app, host=host, port=port, shown_name=served_model_name or model, access_log=access_log)
 
 
-def _run_recipe(recipe: str, **overrides) -> None:
+def _run_recipe(recipe: str, fresh: bool = False, **overrides) -> None:
     from alignkit.pipeline import RecipeError, load_recipe
 
     try:
         loaded = load_recipe(recipe, overrides)
     except RecipeError as exc:
         raise click.ClickException(str(exc)) from None
-    _run_pipeline(loaded)
+    _run_pipeline(loaded, fresh)
 
 
-def _run_pipeline(recipe: dict) -> None:
+def _run_pipeline(recipe: dict, fresh: bool = False) -> None:
     import json
 
     from alignkit.data.errors import DataError
     from alignkit.pipeline import Pipeline, RecipeError, StageError
 
     try:
-        out = Pipeline(recipe).run()
+        out = Pipeline(recipe, fresh=fresh).run()
     except StageError as exc:  # as `alignkit dpo` does for a ValueError: one line, the traceback under -v
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise

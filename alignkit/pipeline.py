@@ -10,6 +10,10 @@ a ``sample-rank`` stage wrote), and a model field ``base`` for the recipe's mode
 ``defaults`` apply to every training stage, and a recipe-level ``data`` / ``eval_data`` is
 what stages (and eval prompts) use unless they name their own — so ``alignkit run RECIPE
 --data FILE`` points a whole pipeline at other data. See recipes/*.yaml.
+
+Started again in the same output_dir, a recipe goes on where it stopped: a stage that finished
+with the same settings (and the same stages before it) is reused, not rerun; ``fresh=True``
+(``alignkit run --fresh``) reruns every stage (``stage_record.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from alignkit.memory import peak_rss_gb, release_freed_memory, reset_peak_rss
+from alignkit.stage_record import drop_checkpoints, mark_done, mark_running, read_record, stage_fingerprint
 from alignkit.train.allocator import return_freed_memory
 from alignkit.train.registry import METHODS
 
@@ -58,8 +63,9 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> dict:
 
 
 class Pipeline:
-    def __init__(self, recipe: dict):
+    def __init__(self, recipe: dict, fresh: bool = False):
         self.recipe = recipe
+        self.fresh = fresh  # rerun every stage, whatever a previous run in output_dir finished
         self.out = Path(recipe.get("output_dir", "runs/recipe"))
         self.base = recipe.get("model", "smollm2-135m-instruct")
         self.results: dict[str, dict] = {}
@@ -81,11 +87,27 @@ class Pipeline:
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
+        previous = ""  # the fingerprint of the stage before: a changed stage reruns every stage after it
         for stage in self.recipe["stages"]:
             stage = dict(stage)
             name, method = stage.pop("name", None), stage.pop("method", None)
             if not name or not method:
                 raise RecipeError(f"{self.recipe['_file']}: every stage needs a name and a method: {stage}")
+            resolved = {k: self.resolve(v) for k, v in stage.items()}
+            fingerprint = previous = stage_fingerprint(self.recipe, method, resolved, previous)
+            record = None if self.fresh else read_record(self.out / name)
+            same = record is not None and record.get("fingerprint") == fingerprint
+            if same and record.get("status") == "done":
+                log.info("stage %s: done in a previous run (reused)", name)
+                self.results[name] = record["result"] | {"reused": True}
+                continue
+            if same:  # stopped midway with these very settings: training goes on from its newest checkpoint
+                log.info("stage %s: unfinished in a previous run, running it again", name)
+                if method in METHODS:
+                    stage["resume"] = True
+            else:
+                drop_checkpoints(self.out / name)
+            mark_running(self.out / name, fingerprint)
             log.info("stage %s (%s)", name, method)
             # The last stage's freed pages must not count toward this one's peak; a training stage
             # turns the allocator's slack back on for itself (train/allocator.py).
@@ -100,6 +122,7 @@ class Pipeline:
             except ValueError as exc:
                 raise StageError(f"stage {name!r} ({method}) failed: {exc}") from exc
             self.results[name].update(peak_rss_gb=round(peak_rss_gb(), 3), seconds=round(time.perf_counter() - started, 1))
+            mark_done(self.out / name, fingerprint, self.results[name])
         summary = self.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return self.out
@@ -173,6 +196,9 @@ class Pipeline:
         if peaks:  # the process's peak is the largest stage peak (each stage starts from a reset)
             summary.update(peak_rss_gb=max(peaks.values()), peak_rss_gb_by_stage=peaks)
         summary["seconds_by_stage"] = {name: result["seconds"] for name, result in self.results.items() if "seconds" in result}
+        reused = [name for name, result in self.results.items() if result.get("reused")]
+        if reused:  # their numbers (seconds, peaks, evals) are from the run that made them
+            summary["reused_stages"] = reused
         for name, result in self.results.items():
             if "eval_results" in result:
                 policy = result["policies"][0]
@@ -204,5 +230,5 @@ class Pipeline:
         return summary
 
 
-def run_recipe(path: str | Path, **overrides) -> Path:
-    return Pipeline(load_recipe(path, overrides)).run()
+def run_recipe(path: str | Path, fresh: bool = False, **overrides) -> Path:
+    return Pipeline(load_recipe(path, overrides), fresh=fresh).run()
