@@ -148,12 +148,14 @@ class OpenAIChat:
     base_url      e.g. "http://127.0.0.1:8000/v1" (alignkit serve) or "https://api.openai.com/v1"
     model         the model id the endpoint serves
     api_key_env   the environment variable holding the key; None for endpoints without one
-    timeout_s     per request; retries / backoff_s: attempts after the first, and the first delay
-                  (doubled each time, with jitter); concurrency: requests in flight at most
+    timeout_s     per request: 600 s, the official client's default (a CPU-served model under load
+                  can take minutes, and a request that timed out is computed again on retry)
+    retries / backoff_s: attempts after the first, and the first delay (doubled each time, with
+                  jitter); concurrency: requests in flight at most
     cache_dir     where replies are kept by request hash (None: no cache)
     """
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 60.0,
+    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 600.0,
                  retries: int = 4, backoff_s: float = 1.0, concurrency: int = 8, cache_dir: str | os.PathLike | None = None):
         import openai
 
