@@ -28,8 +28,8 @@ from alignkit.losses import process_reward_loss
 from alignkit.models.step_scores import position_scores
 from alignkit.train.collate import to_device
 from alignkit.train.eval_loop import mean_loss_metrics
-from alignkit.train.rm import ScalarHeadConfig
-from alignkit.train.setup import data_files, sample_examples, save_run_model, train_only_last_layers
+from alignkit.train.rm import ScalarHeadConfig, load_scalar_head_model
+from alignkit.train.setup import data_files, sample_examples, save_run_model
 
 PRM_FILE = "prm.json"
 
@@ -103,17 +103,9 @@ def load_steps(spec: str, tokenizer, cfg: PRMConfig) -> list:
 
 
 def build_prm(cfg: PRMConfig) -> ProcessRewardMethod:
-    from alignkit.models.heads import load_scalar_model
-    from alignkit.train.lora import apply_lora
-
     if cfg.data is None:
         raise ValueError("no training data: pass --data FILE of step-labelled solutions (or the bundled arith-steps)")
-    torch.manual_seed(cfg.seed)  # the score head's initialisation depends on the seed
-    model, tokenizer = load_scalar_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    if cfg.trainable_layers:
-        train_only_last_layers(model, cfg.trainable_layers)
-    if cfg.lora_r:
-        model = apply_lora(model, cfg, task_type="SEQ_CLS")  # SEQ_CLS keeps the score head trainable
+    model, tokenizer = load_scalar_head_model(cfg)
     train = sample_examples(load_steps(cfg.data, tokenizer, cfg), cfg)
     evaluation = load_steps(cfg.eval_data, tokenizer, cfg) if cfg.eval_data else []
     return ProcessRewardMethod(cfg, model, tokenizer, train, evaluation)

@@ -36,6 +36,18 @@ class ScalarHeadConfig(RunConfig):
         return value
 
 
+def load_scalar_head_model(cfg: ScalarHeadConfig):
+    """(model, tokenizer): the LM with a fresh scalar score head, seeded, with only the last
+    ``trainable_layers`` (or LoRA adapters) left trainable."""
+    torch.manual_seed(cfg.seed)  # the score head's initialisation depends on the seed
+    model, tokenizer = load_scalar_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if cfg.trainable_layers:
+        train_only_last_layers(model, cfg.trainable_layers)
+    if cfg.lora_r:
+        model = apply_lora(model, cfg, task_type="SEQ_CLS")  # SEQ_CLS keeps the score head trainable
+    return model, tokenizer
+
+
 class RMConfig(ScalarHeadConfig):
     """A reward-model run."""
 
@@ -86,12 +98,7 @@ class RewardModelMethod:
 
 
 def build_rm(cfg: RMConfig) -> RewardModelMethod:
-    torch.manual_seed(cfg.seed)  # the score head's initialisation depends on the seed
-    model, tokenizer = load_scalar_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    if cfg.trainable_layers:
-        train_only_last_layers(model, cfg.trainable_layers)
-    if cfg.lora_r:
-        model = apply_lora(model, cfg, task_type="SEQ_CLS")  # SEQ_CLS keeps the score head trainable
+    model, tokenizer = load_scalar_head_model(cfg)
     train = sample_examples(load_pairs(cfg.data, tokenizer, cfg), cfg)
     evaluation = load_pairs(cfg.eval_data, tokenizer, cfg) if cfg.eval_data else []
     return RewardModelMethod(cfg, model, tokenizer, train, evaluation)
