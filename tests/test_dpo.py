@@ -145,3 +145,18 @@ def test_margins_and_accuracy_rise_on_train_split(tmp_path):
     assert end["rewards/margins"] > start["rewards/margins"] + 0.5
     assert start["rewards/accuracies"] == 0.0  # policy == reference: no pair is ranked yet
     assert end["rewards/accuracies"] >= 0.875
+
+
+def test_predictor_index_stays_on_the_batch_device():
+    """Every index tensor is made on the batch's device: a CPU ``arange`` broke DPO on CUDA.
+
+    The meta device stands in for CUDA here: mixing it with a CPU tensor fails the same way.
+    """
+    from alignkit.train.packing import predictor_index
+
+    response_mask = torch.tensor([[0, 0, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0]])
+    prompt_lengths = torch.tensor([2, 1])
+    expected = predictor_index(response_mask, prompt_lengths)
+    assert expected.tolist() == [[-1, 0, 1, 2, 3, 4], [-1, 0, 1, 2, 3, 4]]
+    on_meta = predictor_index(response_mask.to("meta"), prompt_lengths.to("meta"))
+    assert on_meta.device.type == "meta" and on_meta.shape == expected.shape

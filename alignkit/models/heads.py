@@ -16,21 +16,21 @@ import torch
 from alignkit.models.sharding import one_forward
 
 
-def load_scalar_model(name_or_path: str | os.PathLike, *, dtype=None, trust_remote_code: bool = False):
-    """A causal LM's trunk with a fresh (or trained) scalar head; pad id taken from the tokenizer."""
+def load_scalar_model(name_or_path: str | os.PathLike, *, dtype=None, device=None, trust_remote_code: bool = False):
+    """A causal LM's trunk with a fresh (or trained) scalar head; pad id taken from the tokenizer.
+    Placed like a policy (``default_placement``): the process's GPU in bf16, else the CPU in fp32."""
     from transformers import AutoModelForSequenceClassification
 
-    from alignkit.models.loading import load_tokenizer, resolve_model_path
+    from alignkit.models.loading import default_placement, load_tokenizer, resolve_model_path
 
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    device, dtype = default_placement(device, dtype)
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
+        path, num_labels=1, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
     )
     model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    return model.to(device), tokenizer
 
 
 @one_forward
@@ -42,5 +42,5 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     trunk = getattr(base, base.base_model_prefix)
     hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
     last = attention_mask.sum(-1) - 1
-    picked = hidden[torch.arange(hidden.shape[0]), last]  # (B, H)
+    picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
     return base.score(picked).squeeze(-1).float()

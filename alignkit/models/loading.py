@@ -85,6 +85,19 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> str:
     return name
 
 
+def default_placement(device=None, dtype=None) -> tuple[str, torch.dtype]:
+    """Where and in what a model loads unless told: this process's GPU (one per process under
+    torchrun / accelerate launch) in bf16, else the CPU in fp32 (bf16 matmuls are slow on CPUs
+    without AVX-512)."""
+    if device is None:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    if dtype is None:
+        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return str(device), dtype
+
+
 def load_tokenizer(name_or_path: str | os.PathLike, *, trust_remote_code: bool = False):
     """The tokenizer for a model, with a pad token set (its EOS when it has none)."""
     from transformers import AutoTokenizer
@@ -112,13 +125,7 @@ def load_policy(
     """
     from transformers import AutoModelForCausalLM
 
-    if device is None:
-        # One GPU per process under torchrun / accelerate launch.
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
-    if dtype is None:
-        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    elif isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    device, dtype = default_placement(device, dtype)
     if attn_implementation is None:
         attn_implementation = "sdpa"
     if (Path(str(name_or_path)) / "adapter_config.json").exists():

@@ -62,7 +62,7 @@ def predictor_index(response_mask: torch.Tensor, prompt_lengths: torch.Tensor) -
     Inside a block token t is predicted by t-1; the block's first token is predicted by the
     prompt's last token (P-1), which for the rejected block is not the token before it.
     """
-    index = torch.arange(response_mask.shape[1]).expand_as(response_mask)
+    index = torch.arange(response_mask.shape[1], device=response_mask.device).expand_as(response_mask)
     previous = index - 1
     starts = response_mask.bool() & ~torch.nn.functional.pad(response_mask.bool(), (1, 0))[:, :-1]
     return torch.where(starts, (prompt_lengths - 1)[:, None].expand_as(index), previous)

@@ -19,7 +19,7 @@ from alignkit.train.collate import collate_pairs, to_device
 from alignkit.train.config import RunConfig
 from alignkit.train.eval_loop import mean_loss_metrics
 from alignkit.train.lora import apply_lora
-from alignkit.train.setup import load_pairs, sample_examples, save_run_model, train_only_last_layers
+from alignkit.train.setup import load_pairs, sample_examples, save_run_model, train_only_last_layers, weights_dtype
 
 
 class ScalarHeadConfig(RunConfig):
@@ -40,7 +40,7 @@ def load_scalar_head_model(cfg: ScalarHeadConfig):
     """(model, tokenizer): the LM with a fresh scalar score head, seeded, with only the last
     ``trainable_layers`` (or LoRA adapters) left trainable."""
     torch.manual_seed(cfg.seed)  # the score head's initialisation depends on the seed
-    model, tokenizer = load_scalar_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    model, tokenizer = load_scalar_model(cfg.model, dtype=weights_dtype(cfg), trust_remote_code=cfg.trust_remote_code)
     if cfg.trainable_layers:
         train_only_last_layers(model, cfg.trainable_layers)
     if cfg.lora_r:
