@@ -255,7 +255,7 @@ def test_bundled_arith_task_is_what_the_generator_writes(tokenizer):
 
 
 def test_bundled_constraints_task_is_what_the_generator_writes(tokenizer):
-    from alignkit.datasets.constraints import DIRECTORY, KINDS, TOPICS, generate
+    from alignkit.datasets.constraints import DIRECTORY, KINDS, TOPIC_WORDS, TOPICS, generate
     from alignkit.rewards import instruction_constraints
 
     splits = generate()
@@ -267,7 +267,11 @@ def test_bundled_constraints_task_is_what_the_generator_writes(tokenizer):
     texts = {text: c for choices in KINDS.values() for text, c in choices}
     for row in splits["test"]:
         spoken = {k: v for text, c in texts.items() if text in row["prompt"][0]["content"] for k, v in c.items()}
-        assert spoken == row["constraints"]  # the instructions in words are the checked ones
+        checked = dict(row["constraints"])
+        topic_words = checked.pop("mentions")  # unstated: the answer names the topic the task asks about
+        assert spoken == checked  # the instructions in words are the other checked ones
+        assert [t for t in TOPIC_WORDS if t in row["prompt"][0]["content"]] and any(
+            TOPIC_WORDS[t] == topic_words for t in TOPIC_WORDS if t in row["prompt"][0]["content"])
     loaded = load_prompts("constraints:test", tokenizer, max_prompt_length=256)
     assert loaded[0].columns["constraints"] == splits["test"][0]["constraints"]
     scores = instruction_constraints([r.prompt for r in loaded], ["- A\n- B"] * len(loaded),

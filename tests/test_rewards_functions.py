@@ -60,6 +60,7 @@ def test_each_constraint_checks_what_it_says():
         "min_sentences": ("Ends at 3.5 pounds. Then more.", 2, "Costs 3.5 pounds", 2),
         "include": ("The Ocean is deep", ["ocean"], "Oceans are deep", "ocean"),
         "exclude": ("Seas are deep", ["ocean"], "the OCEAN", ["ocean"]),
+        "mentions": ("SEAS are deep", ["ocean", "sea", "seas"], "Oceanic trenches", ["ocean", "sea"]),
         "case": ("all lower, 123!", "lower", "Not lower", "lower"),
         "bullets": ("Intro\n- a\n* b\n  • c", 3, "- a\n- b\n-c", 3),
         "json": ('```json\n{"a": 1}\n```', True, "{'a': 1}", True),

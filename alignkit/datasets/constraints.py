@@ -6,7 +6,7 @@ data in the ``constraints`` column, which the ``constraints`` reward reads
 (``alignkit/rewards/constraints.py``)::
 
     {"prompt": [{"role": "user", "content": "Write a short note about coffee. Answer in at most 20 words."}],
-     "constraints": {"max_words": 20}, "id": "constraints-test-0000", "kinds": ["max_words"]}
+     "constraints": {"max_words": 20, "mentions": ["coffee"]}, "id": "constraints-test-0000", "kinds": ["max_words"]}
 
 A prompt is a task about a topic plus one or two compatible constraints. Topics are split
 between train and test, so no held-out prompt shares a topic with a training one.
@@ -33,6 +33,26 @@ TOPICS = [
     "museums", "penguins", "kites", "thunderstorms", "old maps", "sunflowers", "the night sky", "markets",
     "bridges", "cats", "snow", "soup", "forests", "clocks", "islands",
 ]
+# Every task asks about its topic, so every row also checks, unstated, that the answer names it
+# (any of these words): without it, "That is all." alone met "end with 'That is all.'" and GRPO
+# learned to answer with the phrase and nothing else (docs/grpo.md).
+TOPIC_WORDS = {
+    "coffee": ["coffee"], "the ocean": ["ocean", "oceans", "sea"], "a rainy day": ["rain", "rainy", "raining"],
+    "bicycles": ["bicycle", "bicycles", "bike", "bikes", "cycling"], "the moon": ["moon"],
+    "gardening": ["garden", "gardens", "gardening"], "libraries": ["library", "libraries"], "winter": ["winter"],
+    "trains": ["train", "trains"], "honeybees": ["honeybee", "honeybees", "bee", "bees"],
+    "mountains": ["mountain", "mountains"], "bread": ["bread"], "friendship": ["friend", "friends", "friendship"],
+    "the desert": ["desert", "deserts"], "volcanoes": ["volcano", "volcanoes", "volcanos"],
+    "music lessons": ["music", "lesson", "lessons"], "city parks": ["park", "parks"], "owls": ["owl", "owls"],
+    "recycling": ["recycle", "recycled", "recycling"], "camping": ["camp", "camping", "campsite"], "chess": ["chess"],
+    "rivers": ["river", "rivers"], "tea": ["tea", "teas"], "lighthouses": ["lighthouse", "lighthouses"],
+    "autumn leaves": ["autumn", "leaf", "leaves"], "museums": ["museum", "museums"], "penguins": ["penguin", "penguins"],
+    "kites": ["kite", "kites"], "thunderstorms": ["thunderstorm", "thunderstorms", "storm", "storms", "thunder"],
+    "old maps": ["map", "maps"], "sunflowers": ["sunflower", "sunflowers"], "the night sky": ["sky", "night"],
+    "markets": ["market", "markets"], "bridges": ["bridge", "bridges"], "cats": ["cat", "cats"], "snow": ["snow"],
+    "soup": ["soup", "soups"], "forests": ["forest", "forests"], "clocks": ["clock", "clocks"],
+    "islands": ["island", "islands"],
+}
 TASKS = ["Write a short note about {topic}.", "Describe {topic}.", "Tell me something interesting about {topic}.",
          "Give advice to someone who is curious about {topic}."]
 
@@ -64,7 +84,8 @@ SINGLE_SHARE = 0.5
 
 def generate(sizes: dict[str, int] = SIZES, seed: int = SEED) -> dict[str, list[dict]]:
     """The splits: topics shuffled and cut (a quarter for test), then per row a task, a topic of the
-    split and one constraint kind (``SINGLE_SHARE`` of rows) or a compatible pair, each drawn with ``seed``."""
+    split and one constraint kind (``SINGLE_SHARE`` of rows) or a compatible pair, each drawn with ``seed``;
+    plus the unstated ``mentions`` check that the answer names the topic (``kinds`` lists the stated ones)."""
     rng = random.Random(seed)
     topics = TOPICS[:]
     rng.shuffle(topics)
@@ -74,14 +95,15 @@ def generate(sizes: dict[str, int] = SIZES, seed: int = SEED) -> dict[str, list[
     for split in ("test", "train"):
         rows, seen = [], set()
         while len(rows) < sizes[split]:
-            task = rng.choice(TASKS).format(topic=rng.choice(split_topics[split]))
+            template, topic = rng.choice(TASKS), rng.choice(split_topics[split])
+            task = template.format(topic=topic)
             kinds = rng.choice(SINGLES if rng.random() < SINGLE_SHARE else PAIRS)
             choices = [rng.choice(KINDS[k]) for k in kinds]
             content = " ".join([task, *(text for text, _ in choices)])
             if content in seen:
                 continue
             seen.add(content)
-            constraints = {key: value for _, c in choices for key, value in c.items()}
+            constraints = {key: value for _, c in choices for key, value in c.items()} | {"mentions": TOPIC_WORDS[topic]}
             rows.append({"prompt": [{"role": "user", "content": content}], "constraints": constraints,
                          "id": f"constraints-{split}-{len(rows):04d}", "kinds": list(kinds)})
         out[split] = rows

@@ -9,6 +9,7 @@ JSON text, such as ``{"max_words": 50, "include": ["ocean"], "end_with": "Any qu
 | ``max_words`` / ``min_words`` | int | whitespace-separated words ≤ / ≥ value |
 | ``max_sentences`` / ``min_sentences`` | int | sentences (runs ending in . ! ? or the end) ≤ / ≥ value |
 | ``include`` / ``exclude`` | str or list | every / no keyword occurs as a whole word, ignoring case |
+| ``mentions`` | str or list | at least one keyword occurs as a whole word, ignoring case (the answer is on topic) |
 | ``case`` | ``"lower"`` or ``"upper"`` | the text has letters and no letter of the other case |
 | ``bullets`` | int | exactly that many markdown bullet lines (``-``, ``*`` or ``•`` then a space) |
 | ``json`` | true | the text (optionally in a ```json fence) parses as JSON |
@@ -86,6 +87,7 @@ CHECKS: dict[str, Callable[[str, object], bool]] = {
     "bullets": lambda text, n: len(_BULLET.findall(text)) == n,
     "json": _parses_as_json,
     "json_keys": _json_has_keys,
+    "mentions": lambda text, kws: any(_occurs(k, text) for k in _keywords(kws)),
     "start_with": lambda text, phrase: text.strip().startswith(phrase),
     "end_with": lambda text, phrase: text.strip().endswith(phrase),
 }
