@@ -312,10 +312,12 @@ def _wait_for_quiet(max_wait: float, threshold: float = 0.1) -> float:
     return share
 
 
-def _run_child(spec: dict, env: dict | None = None, max_wait: float = 0.0) -> dict:
-    """One run in its own process. Also measured: the share of the machine's CPU that *other*
-    processes took meanwhile (busy CPU time of the machine minus the child's own), because on a
-    shared machine a neighbour's load changes a run's speed more than any optimisation does."""
+def run_child(script: str, spec: dict, env: dict | None = None, max_wait: float = 0.0) -> dict:
+    """``script --child SPEC`` in its own process (``spec["out"]``: a scratch directory), and the
+    JSON it prints after ``CHILD``. Also measured: its wall time, and the share of the machine's CPU
+    that *other* processes took meanwhile (busy CPU time of the machine minus the child's own),
+    because on a shared machine a neighbour's load changes a run's speed more than any
+    optimisation does."""
     import tempfile
 
     _wait_for_quiet(max_wait)
@@ -323,7 +325,7 @@ def _run_child(spec: dict, env: dict | None = None, max_wait: float = 0.0) -> di
         spec = {**spec, "out": tmp}
         busy, own = _busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.time()
-        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT, capture_output=True,
+        proc = subprocess.run([sys.executable, script, "--child", json.dumps(spec)], cwd=ROOT, capture_output=True,
                               text=True, env={**os.environ, **(env or {})})
         wall = time.time() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -331,8 +333,8 @@ def _run_child(spec: dict, env: dict | None = None, max_wait: float = 0.0) -> di
         others = 0.0 if busy is None else max(0.0, (_busy_seconds() - busy - child_cpu) / wall / os.cpu_count())
     line = next((l for l in proc.stdout.splitlines() if l.startswith("CHILD ")), None)
     if line is None:
-        sys.exit(f"{spec['lib']} run failed:\n{proc.stderr[-3000:]}")
-    return {**json.loads(line[6:]), "others_cpu": others}
+        sys.exit(f"{spec['lib']} run failed:\n{proc.stderr[-4000:]}")
+    return {**json.loads(line[6:]), "others_cpu": others, "wall": wall}
 
 
 def main() -> None:
@@ -363,7 +365,7 @@ def main() -> None:
         label = "LoRA r=16" if lora else "full fine-tune"
 
         def trl_run(precompute: bool, env: dict | None = None, check: bool = False) -> dict:
-            result = _run_child({"lib": "trl", "lora": lora, "precompute": precompute, "check": check, **common}, env,
+            result = run_child(__file__, {"lib": "trl", "lora": lora, "precompute": precompute, "check": check, **common}, env,
                                 args.wait_quiet)
             others.append(result["others_cpu"])
             print(f"  TRL {label}, {'best' if precompute else 'default'}{' + allocator' if env else ''}: "
@@ -372,7 +374,7 @@ def main() -> None:
             return result
 
         def alignkit_run(check: bool = False) -> dict:
-            result = _run_child({"lib": "alignkit", "lora": lora, "precompute": True, "check": check, **common}, None,
+            result = run_child(__file__, {"lib": "alignkit", "lora": lora, "precompute": True, "check": check, **common}, None,
                                 args.wait_quiet)
             mfus.append(result["flops"] / result["seconds"] / 1e9 / result["peak_gflops"])
             rss.append(result["peak_rss_mb"])

@@ -53,14 +53,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dpo_vs_trl import _busy_seconds, _wait_for_quiet, cpu_description  # noqa: E402  (same bench conventions)
+from dpo_vs_trl import cpu_description, run_child  # noqa: E402  (same bench conventions)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "alignkit/datasets/arith/arith.train.jsonl"
@@ -182,22 +181,6 @@ def child(spec: dict) -> None:
     print("CHILD " + json.dumps(result))
 
 
-def run_child(spec: dict, max_wait: float) -> dict:
-    """One run in its own process, with the share of the machine's CPU other processes used meanwhile."""
-    _wait_for_quiet(max_wait)
-    busy, own = _busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.time()
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], cwd=ROOT, capture_output=True, text=True)
-    wall = time.time() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    child_cpu = (after.ru_utime - own.ru_utime) + (after.ru_stime - own.ru_stime)
-    others = 0.0 if busy is None else max(0.0, (_busy_seconds() - busy - child_cpu) / wall / os.cpu_count())
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("CHILD ")), None)
-    if line is None:
-        sys.exit(f"{spec['lib']} run failed:\n{proc.stderr[-4000:]}")
-    return {**json.loads(line[6:]), "others_cpu": others, "wall": wall}
-
-
 # --- equal work and the numbers ---------------------------------------------------------------------
 
 
@@ -271,7 +254,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"trl": [], "alignkit": []}
     for _ in range(args.rounds or (1 if args.quick else 2)):
         for lib in ("trl", "alignkit"):
-            result = run_child({**spec, "lib": lib}, args.wait_quiet)
+            result = run_child(__file__, {**spec, "lib": lib}, max_wait=args.wait_quiet)
             stats = summarise(result, warmup, args.max_tokens)
             runs[lib].append({**result, **stats})
             name = "TRL" if lib == "trl" else "alignkit"
