@@ -54,7 +54,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -174,8 +173,7 @@ def child(spec: dict) -> None:
     import torch
 
     torch.manual_seed(spec["seed"])
-    with tempfile.TemporaryDirectory() as tmp:
-        result = (run_trl if spec["lib"] == "trl" else run_alignkit)(spec, Path(tmp))
+    result = (run_trl if spec["lib"] == "trl" else run_alignkit)(spec, Path(spec["out"]))  # run_child's scratch directory
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["threads"] = torch.get_num_threads()
     print("CHILD " + json.dumps(result))
@@ -226,7 +224,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=8, help="G, samples per prompt (default 8)")
     parser.add_argument("--batch", type=int, default=8, help="completions per optimizer step (default 8)")
     parser.add_argument("--max-tokens", type=int, default=32, help="longest completion (default 32)")
-    parser.add_argument("--loss-type", default="dapo", choices=["grpo", "dapo", "dr_grpo", "bnpo"])
+    parser.add_argument("--loss-type", default="dapo", choices=["grpo", "dapo", "dr_grpo", "bnpo"])  # the ones TRL names alike
     parser.add_argument("--rounds", type=int, help="runs per side, alternating; each side's fastest counts (default: 1 with --quick, else 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wait-quiet", type=float, default=60, metavar="SECONDS",
