@@ -81,7 +81,7 @@ def shard(module: torch.nn.Module) -> int:
     models = hf_models(module)
     for model in models:
         if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
-            model.to(torch.cuda.current_device())  # NCCL shards GPU tensors only (rm and prm load on the CPU)
+            model.to(torch.cuda.current_device())  # NCCL shards GPU tensors only (a model a caller built on the CPU)
         cuda = next(model.parameters()).device.type == "cuda"
         policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if cuda
                   else MixedPrecisionPolicy())
