@@ -179,7 +179,12 @@ def test_judge_specs(tiny_dir, tmp_path):
     rm.save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
     assert is_reward_model(str(tmp_path / "rm")) and not is_reward_model(tiny_dir)
-    assert isinstance(load_judge(str(tmp_path / "rm")), RewardModelJudge)
+    lazy = load_judge(str(tmp_path / "rm"))
+    # The judge's model loads at its first score, so evaluation can generate without it in memory.
+    assert isinstance(lazy, RewardModelJudge) and lazy._model is None
+    eager = RewardModelJudge(rm.eval(), tokenizer)
+    assert lazy.score(PROMPTS[:2], POLICY[:2]) == pytest.approx(eager.score(PROMPTS[:2], POLICY[:2]), abs=1e-5)
+    assert lazy._model is not None
     llm = load_judge(tiny_dir)
     assert isinstance(llm, LLMJudge) and isinstance(llm.backend, LocalChat)
     assert isinstance(load_judge(f"constitution:{tiny_dir}"), ConstitutionJudge)

@@ -40,6 +40,19 @@ def test_sft_trains_on_responses_and_reloads(tmp_path, tiny_dir):
     AutoModelForCausalLM.from_pretrained(tmp_path / "model")
 
 
+def test_sft_last_layers_only(tmp_path, tiny_dir):
+    cfg = SFTConfig(**_common(tmp_path, tiny_dir, data=f"{FIX}/sft_messages.jsonl", trainable_layers=1))
+    method = build_sft(cfg)
+    before = _snapshot(method.model)
+    fit(method, cfg)
+    moved = _moved(method.model, before)
+    assert any(n.startswith("model.layers.1.") for n in moved) and "model.norm.weight" in moved
+    # The tied embedding / LM head and the earlier layers stay as they were.
+    assert not any(n.startswith(("model.layers.0.", "model.embed_tokens", "lm_head")) for n in moved)
+    with pytest.raises(ValueError, match="set one of them"):
+        SFTConfig(**_common(tmp_path, tiny_dir, data="x.jsonl", trainable_layers=1, lora_r=4))
+
+
 def test_sft_loss_ignores_prompt_tokens(tmp_path, tiny_dir):
     cfg = SFTConfig(**_common(tmp_path, tiny_dir, data=f"{FIX}/sft_messages.jsonl"))
     method = build_sft(cfg)

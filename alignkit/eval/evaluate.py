@@ -75,6 +75,9 @@ def evaluate_policy(
     options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     base_texts = [g.text for g in generate(base, tokenizer, prompts, do_sample=False, **options)]
     policy_texts = [g.text for g in generate(policy, tokenizer, prompts, do_sample=False, **options)]
+    # All sampling before any judging: a judge that loads its model at first use
+    # (RewardModelJudge.from_path) is then never in memory beside the rollout engine's weights.
+    kl = sampled_kl(policy, reference if reference is not None else base, tokenizer, prompts, seed=seed, **options)
 
     win_rate, judge_scores, reward, rewards = None, [None] * len(prompts), None, None
     order_invariant = bool(getattr(judge, "order_invariant", False))
@@ -91,8 +94,6 @@ def evaluate_policy(
     if isinstance(judge, ScoringJudge):
         rewards = {"base": judge.score(prompts, base_texts), "policy": judge.score(prompts, policy_texts)}
         reward = {name: _mean(values) for name, values in rewards.items()}
-
-    kl = sampled_kl(policy, reference if reference is not None else base, tokenizer, prompts, seed=seed, **options)
 
     detect = refusal_detector if refusal_detector is not None else default_refusal_detector
     base_refused, policy_refused = [detect(t) for t in base_texts], [detect(t) for t in policy_texts]

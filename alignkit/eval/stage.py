@@ -45,14 +45,6 @@ def run_name(path: str) -> str:
     return p.parent.name if p.is_dir() and p.name == "model" and p.parent.name else path
 
 
-def load_judge(path: str):
-    from alignkit.judges import RewardModelJudge
-    from alignkit.models.heads import load_scalar_model
-
-    model, tokenizer = load_scalar_model(path)
-    return RewardModelJudge(model.eval(), tokenizer)
-
-
 def _prompt_key(prompt: list[dict]) -> str:
     return " ".join(" ".join(m.get("content", "") for m in prompt if m.get("role") == "user").lower().split())
 

@@ -16,12 +16,30 @@ class RewardModelJudge:
     """P(a ≻ b) = 1 − P(b ≻ a) exactly: asking in both orders measures nothing (reports say so)."""
 
     def __init__(self, model, tokenizer, *, batch_size: int = 8):
-        self.model = model
+        self._model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         # A pointwise model gives the same r(x, y) whichever side y is shown on, and evaluation
         # asks for both orders and then the mean reward: score each conversation once.
         self._cache: dict[tuple[int, ...], float] = {}
+
+    @classmethod
+    def from_path(cls, path: str, **kwargs) -> RewardModelJudge:
+        """A judge that loads its model at the first score: an evaluation then generates before
+        it holds the judge in memory too."""
+        from alignkit.models import load_tokenizer
+
+        judge = cls(None, load_tokenizer(path), **kwargs)
+        judge._path = path
+        return judge
+
+    @property
+    def model(self):
+        if self._model is None:
+            from alignkit.models.heads import load_scalar_model
+
+            self._model = load_scalar_model(self._path)[0].eval()
+        return self._model
 
     def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:
         """The reward r(x, y) of each (prompt, response)."""

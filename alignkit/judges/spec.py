@@ -66,10 +66,8 @@ def load_judge(spec: str, *, api_key_env: str | None = None, cache_dir: str | os
         kind = "rm" if is_reward_model(spec) else "llm"
     if kind == "rm":
         from alignkit.judges.reward_model import RewardModelJudge
-        from alignkit.models.heads import load_scalar_model
 
-        model, tokenizer = load_scalar_model(spec)
-        return RewardModelJudge(model.eval(), tokenizer)
+        return RewardModelJudge.from_path(spec)
     backend = chat_backend(spec, api_key_env=api_key_env, cache_dir=cache_dir)
     if kind == "constitution":
         from alignkit.cai.constitution import load_constitution

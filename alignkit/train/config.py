@@ -76,6 +76,9 @@ class RunConfig(BaseModel):
     """Log metrics every N optimizer steps."""
     report_to: list[Literal["tensorboard", "trackio", "mlflow", "wandb"]] = []
     """Extra trackers besides the always-written metrics.jsonl."""
+    trainable_layers: int | None = Field(None, ge=1)
+    """Train only the last N decoder layers, the final norm and any head other than the tied embedding
+    (e.g. a reward model's score head); None trains all. Backward stops after those layers."""
     lora_r: int | None = Field(None, ge=1)
     """Train a LoRA adapter of this rank instead of all weights (PEFT)."""
     lora_alpha: float | None = None
@@ -108,6 +111,8 @@ class RunConfig(BaseModel):
                         "use it only for a model whose code you have read or whose author you trust", self.model)
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}")
+        if self.trainable_layers and self.lora_r:
+            raise ValueError("trainable_layers trains whole layers and lora_r adapters on every layer: set one of them")
         if self.load_in_4bit and not self.lora_r:
             raise ValueError("load_in_4bit trains a LoRA adapter on a frozen 4-bit base: set lora_r too")
         if self.load_in_4bit and self.merge_lora:

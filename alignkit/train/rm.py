@@ -25,9 +25,6 @@ from alignkit.train.setup import load_pairs, sample_examples, save_run_model, tr
 class ScalarHeadConfig(RunConfig):
     """What every run that trains a scalar head on the LM shares (``rm``, ``prm``)."""
 
-    trainable_layers: int | None = Field(None, ge=1)
-    """Train only the last N decoder layers and the score head (a fast judge); None trains all."""
-
     @field_validator("load_in_4bit")
     @classmethod
     def _no_4bit(cls, value: bool) -> bool:

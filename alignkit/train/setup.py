@@ -15,9 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
-    """(model, tokenizer) ready to train: dtype chosen, LoRA applied when ``cfg.lora_r`` is set,
-    on a 4-bit base when ``cfg.load_in_4bit`` (QLoRA); on CPU, freed memory kept for reuse
-    (``allocator.py``)."""
+    """(model, tokenizer) ready to train: dtype chosen, LoRA applied when ``cfg.lora_r`` is set, on a
+    4-bit base when ``cfg.load_in_4bit`` (QLoRA), all but the last ``cfg.trainable_layers`` frozen
+    when that is set; on CPU, freed memory kept for reuse (``allocator.py``)."""
     from alignkit.models import load_policy, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -28,6 +28,8 @@ def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
         model = prepare_4bit_base(model)
     if cfg.lora_r:
         model = apply_lora(model, cfg, task_type=task_type)
+    if cfg.trainable_layers:
+        train_only_last_layers(model, cfg.trainable_layers)
     sparse_tied_embedding_grad(model)
     if next(model.parameters()).device.type == "cpu":
         reuse_freed_memory()
