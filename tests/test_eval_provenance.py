@@ -50,8 +50,12 @@ def test_disjoint_data_is_stated_as_such_and_an_outside_judge_as_unknown(tmp_pat
 def test_the_bundled_judge_split_shares_no_prompt_with_the_train_split():
     from alignkit.eval.stage import _prompt_key
 
-    keys = {split: {_prompt_key(p) for p in load_prompts(f"hhh:{split}")[0]} for split in ("train", "judge", "test")}
+    keys = {split: {_prompt_key(p) for p in load_prompts(f"hhh:{split}")[0]} for split in ("train", "judge", "test", "ood")}
     assert not keys["train"] & keys["judge"] and not keys["test"] & (keys["train"] | keys["judge"])
+    # The out-of-distribution refusal set is held out from every other split too.
+    assert not keys["ood"] & (keys["train"] | keys["judge"] | keys["test"])
+    tags = load_prompts("hhh:ood")[1]
+    assert (tags.count("harmful"), tags.count("benign"), len(tags)) == (100, 100, 200)
 
 
 def test_an_eval_limit_is_a_seeded_sample_across_the_splits_kinds():
