@@ -2,7 +2,8 @@
 
 Truncation (TRL's "keep the end of the prompt" rule): the prompt is left-truncated to
 ``max_prompt_length`` (default ``max_length // 2``) so the turn the model answers survives,
-then each response is right-truncated so prompt + response <= ``max_length``. A row with no
+then each response is right-truncated so prompt + response <= ``max_length`` and response <=
+``max_completion_length`` (a cut response keeps no end-of-turn token). A row with no
 room left for its response (only possible when ``max_prompt_length >= max_length``) cannot be
 kept: that is a :class:`DataError` naming file, line and field, or a counted drop with
 ``skip_invalid=True``.
@@ -43,6 +44,7 @@ class EncodeResult:
 class _Budget:
     max_length: int | None
     max_prompt_length: int | None
+    max_completion_length: int | None = None
     n_prompt_cut: int = 0
     n_response_cut: int = 0
 
@@ -53,16 +55,18 @@ class _Budget:
             prompt_ids = prompt_ids[len(prompt_ids) - self.max_prompt_length :]  # keep the end
             self.n_prompt_cut += 1
             cut = True
-        if self.max_length is None or not responses:
+        if not responses:
             return prompt_ids, responses, cut
-        room = self.max_length - len(prompt_ids)
-        if room <= 0:
+        room = self.max_length - len(prompt_ids) if self.max_length is not None else None
+        if room is not None and room <= 0:
             raise DataError(
                 f"too long to keep: the prompt alone takes {len(prompt_ids)} tokens of max_length={self.max_length} "
                 f"(max_prompt_length={self.max_prompt_length}), leaving no room for '{names[0]}'",
                 field="prompt",
             )
-        if any(len(r) > room for r in responses):
+        if self.max_completion_length is not None:
+            room = self.max_completion_length if room is None else min(room, self.max_completion_length)
+        if room is not None and any(len(r) > room for r in responses):
             responses = [r[:room] for r in responses]
             self.n_response_cut += 1
             cut = True
@@ -107,6 +111,7 @@ def encode_dataset(
     *,
     max_length: int | None,
     max_prompt_length: int | None = None,
+    max_completion_length: int | None = None,
     source_name: str = "<records>",
     skip_invalid: bool = False,
     rejects_path: str | Path | None = None,
@@ -123,7 +128,7 @@ def encode_dataset(
     warnings: list[str] = []
     if any(isinstance(r, Ranking) for r in records):
         records, warnings = _expand_rankings(records, source_name)
-    budget = _Budget(max_length, max_prompt_length)
+    budget = _Budget(max_length, max_prompt_length, max_completion_length)
     items, rejects, n_truncated = [], [], 0
     for position, record in enumerate(records, start=1):
         origin = record.origin or Origin(source_name, position, unit="row")
@@ -141,7 +146,8 @@ def encode_dataset(
         warnings.append(
             f"{source_name}: truncated {n_truncated} of {len(records)} rows to max_length={max_length} "
             f"(prompt cut from the left in {budget.n_prompt_cut} with max_prompt_length={max_prompt_length}; "
-            f"responses cut on the right in {budget.n_response_cut})"
+            f"responses cut on the right in {budget.n_response_cut}"
+            + (f", max_completion_length={max_completion_length})" if max_completion_length else ")")
         )
     if rejects:
         written = write_rejects(rejects, rejects_path) if rejects_path else None

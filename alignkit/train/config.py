@@ -58,6 +58,10 @@ class RunConfig(BaseModel):
     """Prompt + response tokens kept per sequence (the prompt's end is kept when cutting)."""
     max_prompt_length: int | None = None
     """Prompt tokens kept (default: half of max_length)."""
+    max_completion_length: int | None = Field(None, ge=1)
+    """Response tokens kept, from the start (None: what max_length leaves). A response cut short has
+    no end-of-turn token, so training on a few tokens teaches how answers open (whether to refuse)
+    without teaching the model to stop early."""
     max_examples: int | None = Field(None, ge=1)
     """Train on a seeded random sample of this many examples (None: all)."""
     skip_invalid: bool = False

@@ -118,7 +118,7 @@ def load_encoded(spec: str, kind: str, tokenizer, cfg: RunConfig) -> list:
         raise ValueError("no training data: pass --data FILE (or --data hhh for the bundled set)")
     result = encode_dataset(
         tokenizer, read_kind(spec, kind, cfg), max_length=cfg.max_length,
-        max_prompt_length=cfg.max_prompt_length, source_name=spec,
+        max_prompt_length=cfg.max_prompt_length, max_completion_length=cfg.max_completion_length, source_name=spec,
     )
     return list(result.items)
 
