@@ -122,6 +122,33 @@ def test_truncation_keeps_the_end_of_the_prompt_and_counts_rows(tokenizer, caplo
     assert "truncated 2 of 3 rows to max_length=64" in caplog.text
 
 
+def test_max_completion_length_keeps_each_response_opening_without_end_of_turn(tokenizer):
+    """The first N tokens of each response and nothing after: no end-of-turn, so a model trained on
+    the cut learns how answers open, not to stop after N tokens."""
+    sure = [{"role": "assistant", "content": "Sure! The sky looks blue because air scatters blue light most."}]
+    no = [{"role": "assistant", "content": "I can't say."}]
+    pair = PreferencePair(USER, sure, no)
+    (whole,) = encode_dataset(tokenizer, [pair], max_length=256).items
+    (cut,) = encode_dataset(tokenizer, [pair], max_length=256, max_completion_length=3).items
+    assert cut.prompt_ids == whole.prompt_ids
+    assert (cut.chosen_ids, cut.rejected_ids) == (whole.chosen_ids[:3], whole.rejected_ids[:3])
+    assert "<|im_end|>" in tokenizer.decode(whole.rejected_ids) and "<|im_end|>" not in tokenizer.decode(cut.rejected_ids)
+    # with less room under max_length than max_completion_length, max_length decides
+    n = len(whole.prompt_ids)
+    (tight,) = encode_dataset(tokenizer, [pair], max_length=n + 2, max_prompt_length=n, max_completion_length=3).items
+    assert tight.chosen_ids == whole.chosen_ids[:2]
+
+
+def test_max_completion_length_reaches_training_data_from_the_run_config(tokenizer, tmp_path):
+    from alignkit.train.sft import SFTConfig
+    from alignkit.train.setup import load_encoded
+
+    cfg = SFTConfig(data="hhh:test", max_completion_length=2, max_length=112, max_prompt_length=80)
+    items = load_encoded("hhh:test", "sft", tokenizer, cfg)
+    assert len(items) == 148 and {len(it.completion_ids) for it in items} == {2}
+    assert {tokenizer.decode(it.completion_ids[:1]) for it in items} >= {"I"}  # the refusals' opening
+
+
 def test_default_prompt_budget_is_half_of_max_length(tokenizer):
     long_user = [{"role": "user", "content": "word " * 100}]
     (item,) = encode_dataset(tokenizer, [PromptOnly(long_user)], max_length=50).items
