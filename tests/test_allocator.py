@@ -81,8 +81,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_restored_allocator_reuses_mid_size_blocks_as_glibc_does():
     """After training, an 8 MiB temporary is served from the heap again, as glibc's own dynamic
-    threshold does, not mapped and zeroed afresh each time (16 x 2,048 page faults)."""
+    threshold does, not mapped and zeroed afresh each time (16 x 2,048 page faults; a heap that
+    grows once in the loop costs 2,048, as it sometimes does under glibc's own defaults)."""
     faults = {mode: int(subprocess.run([sys.executable, "-c", MID_SIZE, mode], capture_output=True, text=True,
                                        check=True).stdout) for mode in ("default", "restored")}
-    assert faults["default"] < 2_000
-    assert faults["restored"] < 2_000
+    assert faults["default"] < 8_192
+    assert faults["restored"] < 8_192

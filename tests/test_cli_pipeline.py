@@ -64,20 +64,20 @@ def test_quickstart_pipeline_on_tiny_model(tmp_path, tiny_dir):
     # the names other checks rely on: refusal rates with their counts, peak memory, the aligned model
     assert set(summary["refusal"]) >= {"harmful", "benign", "n_harmful", "n_benign"}
     assert 0 < summary["peak_rss_gb"] == max(summary["peak_rss_gb_by_stage"].values())
-    assert set(summary["seconds_by_stage"]) == {"judge", "sft", "dpo", "eval", "report"}
-    assert summary["policy_model"] == str(out / "dpo" / "model")
+    assert set(summary["seconds_by_stage"]) == {"judge", "sft", "opening", "eval", "report"}
+    assert summary["policy_model"] == str(out / "opening" / "model")
     assert "both trained on: 0" in summary["judge_provenance"]  # the judge's split is disjoint from the policy's
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html and "http://" not in html and "https://" not in html
     evals = json.loads((out / "eval" / "eval.json").read_text())
-    assert len(evals["dpo"]["samples"]) == 12
-    for stage in ("judge", "sft", "dpo"):
+    assert len(evals["opening"]["samples"]) == 12
+    for stage in ("judge", "sft", "opening"):
         assert json.loads((out / stage / "summary.json").read_text())["steps"] == 2
         assert (out / stage / "metrics.jsonl").read_text().strip()
     # The recipe trains whole layers, not an adapter: the aligned model is a checkpoint transformers loads.
     from transformers import AutoModelForCausalLM
 
-    AutoModelForCausalLM.from_pretrained(out / "dpo" / "model")
+    AutoModelForCausalLM.from_pretrained(out / "opening" / "model")
 
 
 def test_dpo_lab_runs_offline_with_overrides(tmp_path, tiny_dir):
