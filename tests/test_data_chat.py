@@ -139,7 +139,7 @@ def test_max_completion_length_keeps_each_response_opening_without_end_of_turn(t
     assert tight.chosen_ids == whole.chosen_ids[:2]
 
 
-def test_max_completion_length_reaches_training_data_from_the_run_config(tokenizer, tmp_path):
+def test_max_completion_length_reaches_training_data_from_the_run_config(tokenizer):
     from alignkit.train.sft import SFTConfig
     from alignkit.train.setup import load_encoded
 
@@ -147,6 +147,15 @@ def test_max_completion_length_reaches_training_data_from_the_run_config(tokeniz
     items = load_encoded("hhh:test", "sft", tokenizer, cfg)
     assert len(items) == 148 and {len(it.completion_ids) for it in items} == {2}
     assert {tokenizer.decode(it.completion_ids[:1]) for it in items} >= {"I"}  # the refusals' opening
+    # an online method samples its completions: the field would do nothing there, so it is refused
+    from alignkit.train.grpo import GRPOConfig
+
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        GRPOConfig(prompts="arith", reward=["math"], max_completion_length=8)
+    from alignkit.train.prm import PRMConfig
+
+    with pytest.raises(ValueError, match="labelled steps"):  # nor would a process reward model use it
+        PRMConfig(max_completion_length=8)
 
 
 def test_default_prompt_budget_is_half_of_max_length(tokenizer):

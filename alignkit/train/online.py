@@ -61,6 +61,8 @@ class OnlineConfig(RunConfig):
             raise ValueError("name at least one reward")
         if self.reward_weights and len(self.reward_weights) != len(self.reward):
             raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.reward)} rewards")
+        if self.max_completion_length is not None:  # it cuts dataset responses; an online method has none
+            raise ValueError("max_completion_length cuts the responses of a dataset; sampled completions are capped by max_new_tokens")
         return self
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from alignkit.data.steps import STEP_SEPARATOR, collate_steps, encode_stepwise, read_stepwise
 from alignkit.losses import process_reward_loss
@@ -45,6 +45,12 @@ class PRMConfig(ScalarHeadConfig):
     """Solutions per optimizer step."""
     label_mode: Literal["step", "final"] = "step"
     """step: a label after every step (PRM); final: one label per solution at its end (the ORM baseline)."""
+
+    @model_validator(mode="after")
+    def _whole_solutions(self):
+        if self.max_completion_length is not None:  # encode_stepwise keeps every labelled step or cuts from the end
+            raise ValueError("max_completion_length would cut a solution's labelled steps; use max_length")
+        return self
 
 
 @dataclass
