@@ -17,6 +17,7 @@ class RewardModelJudge:
 
     def __init__(self, model, tokenizer, *, batch_size: int = 8):
         self._model = model
+        self._path: str | None = None  # where a lazy judge (from_path) loads its model from
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         # A pointwise model gives the same r(x, y) whichever side y is shown on, and evaluation
