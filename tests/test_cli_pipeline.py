@@ -2,6 +2,7 @@
 
 import json
 
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -113,3 +114,29 @@ def test_a_stage_that_fails_is_one_line_naming_it(tmp_path, tiny_dir):
     (line,) = result.output.strip().splitlines()
     assert line == ("Error: stage 'tiny-dpo' (dpo) failed: 5 training examples is fewer than one batch of 8 "
                     "(run with -v for the traceback)")
+
+
+def test_eval_stage_loads_every_model_in_the_recipes_dtype(tmp_path, tiny_dir, monkeypatch):
+    """`defaults: {dtype: bfloat16}` reaches the eval stage's policy, baseline and reward-model judge
+    (on a GPU the placement default is bf16 whatever the recipe says; an fp32 recipe must stay fp32)."""
+    import alignkit.eval.evaluate as evaluate
+    from alignkit.models.heads import load_scalar_model
+    from alignkit.pipeline import Pipeline
+
+    rm, tokenizer = load_scalar_model(tiny_dir)
+    rm.save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    seen, real = {}, evaluate.evaluate_policy
+
+    def spy(policy, base, tokenizer, prompts, *, judge=None, **kwargs):
+        seen.update(policy=next(policy.parameters()).dtype, base=next(base.parameters()).dtype,
+                    judge=next(judge.model.parameters()).dtype)
+        return real(policy, base, tokenizer, prompts, judge=judge, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_policy", spy)
+    recipe = {"name": "bf16-eval", "model": tiny_dir, "output_dir": str(tmp_path / "run"), "_file": "test",
+              "defaults": {"dtype": "bfloat16"}, "stages": [
+                  {"name": "eval", "method": "eval", "policies": [tiny_dir], "judge": str(tmp_path / "rm"),
+                   "prompts": "hhh:test", "limit": 2, "max_new_tokens": 2}]}
+    Pipeline(recipe).run()
+    assert seen == {"policy": torch.bfloat16, "base": torch.bfloat16, "judge": torch.bfloat16}

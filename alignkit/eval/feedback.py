@@ -26,9 +26,9 @@ def judge_specs(fields: dict) -> list[str]:
     return [] if not judges else [judges] if isinstance(judges, str) else list(judges)
 
 
-def load_judges(pipeline, fields: dict, cache_dir) -> tuple[str | None, object | None, dict]:
+def load_judges(pipeline, fields: dict, cache_dir, dtype=None) -> tuple[str | None, object | None, dict]:
     """(spec and judge of the first reward model, for ``evaluate_policy``, or None, None;
-    {spec: judge} of every judge, for the panel)."""
+    {spec: judge} of every judge, for the panel). Local judge models load in ``dtype``."""
     from alignkit.judges.reward_model import RewardModelJudge
     from alignkit.judges.spec import load_judge
 
@@ -38,7 +38,7 @@ def load_judges(pipeline, fields: dict, cache_dir) -> tuple[str | None, object |
         resolved = (f"{kind}:{pipeline.model_path(rest)}" if kind in ("rm", "llm", "constitution") and sep
                     else spec if spec.startswith(("http://", "https://")) else pipeline.model_path(spec))
         panel[spec] = load_judge(resolved, api_key_env=fields.get("judge_api_key_env"), cache_dir=cache_dir,
-                                 constitution=fields.get("constitution", "hhh"))
+                                 constitution=fields.get("constitution", "hhh"), dtype=dtype)
     primary = next((spec for spec, j in panel.items() if isinstance(j, RewardModelJudge)), None)
     # Without its "rm:" the spec is the model reference provenance understands ("stage:rm", a path).
     return (primary.removeprefix("rm:") if primary else None), panel.get(primary), panel

@@ -105,15 +105,19 @@ def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
     spec = fields.get("prompts") or pipeline.recipe.get("eval_data") or "hhh:test"
     prompts, tags = load_prompts(spec, fields.get("limit"))
     # Judges of every kind (alignkit.eval.feedback): a reward model also drives evaluate_policy's win rate.
-    judge_spec, judge, panel = load_judges(pipeline, fields, cache_dir=out / "judge-cache")
+    # The recipe's dtype, as its training stages use it: an fp32 recipe on a GPU is judged in fp32 too
+    # (greedy answers of a small model in bf16 differ from its fp32 ones).
+    dtype = fields.get("dtype", pipeline.recipe.get("defaults", {}).get("dtype"))
+    dtype = None if dtype in (None, "auto") else dtype
+    judge_spec, judge, panel = load_judges(pipeline, fields, cache_dir=out / "judge-cache", dtype=dtype)
     base_path = pipeline.model_path(fields.get("baseline", "base"))
     tokenizer = load_tokenizer(base_path)
-    base = load_policy(base_path).eval()
+    base = load_policy(base_path, dtype=dtype).eval()
     base_probe = sycophancy_probe(base, tokenizer) if fields.get("sycophancy") else None
     results, ablation = {}, []
     for ref in policies:
         stage_name = ref.split(":", 1)[1] if ref.startswith("stage:") else run_name(ref)
-        policy = load_policy(pipeline.model_path(ref)).eval()
+        policy = load_policy(pipeline.model_path(ref), dtype=dtype).eval()
         log.info("evaluating %s against %s on %d prompts", ref, base_path, len(prompts))
         results[stage_name] = evaluate_policy(
             policy, base, tokenizer, prompts, judge=judge, prompt_tags=tags,

@@ -87,11 +87,11 @@ class LocalChat:
         self._letter_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
     @classmethod
-    def load(cls, path: str, **engine_options) -> "LocalChat":
-        """A run's model directory, LoRA adapter, hub id or alias."""
+    def load(cls, path: str, *, dtype=None, **engine_options) -> "LocalChat":
+        """A run's model directory, LoRA adapter, hub id or alias (in ``dtype``, default: ``default_placement``'s)."""
         from alignkit.models import load_policy, load_tokenizer
 
-        return cls(load_policy(path), load_tokenizer(path), name=str(path), **engine_options)
+        return cls(load_policy(path, dtype=dtype), load_tokenizer(path), name=str(path), **engine_options)
 
     def chat(self, conversations, *, max_tokens: int = 256, temperature: float = 0.0, seed: int = 0) -> list[str | None]:
         if not conversations:

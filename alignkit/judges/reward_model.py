@@ -18,6 +18,7 @@ class RewardModelJudge:
     def __init__(self, model, tokenizer, *, batch_size: int = 8):
         self._model = model
         self._path: str | None = None  # where a lazy judge (from_path) loads its model from
+        self._dtype = None  # and in what (None: the placement default)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         # A pointwise model gives the same r(x, y) whichever side y is shown on, and evaluation
@@ -25,13 +26,13 @@ class RewardModelJudge:
         self._cache: dict[tuple[int, ...], float] = {}
 
     @classmethod
-    def from_path(cls, path: str, **kwargs) -> RewardModelJudge:
-        """A judge that loads its model at the first score: an evaluation then generates before
-        it holds the judge in memory too."""
+    def from_path(cls, path: str, *, dtype=None, **kwargs) -> RewardModelJudge:
+        """A judge that loads its model (in ``dtype``, default: ``default_placement``'s) at the
+        first score: an evaluation then generates before it holds the judge in memory too."""
         from alignkit.models import load_tokenizer
 
         judge = cls(None, load_tokenizer(path), **kwargs)
-        judge._path = path
+        judge._path, judge._dtype = path, dtype
         return judge
 
     @property
@@ -39,7 +40,7 @@ class RewardModelJudge:
         if self._model is None:
             from alignkit.models.heads import load_scalar_model
 
-            self._model = load_scalar_model(self._path)[0].eval()
+            self._model = load_scalar_model(self._path, dtype=self._dtype)[0].eval()
         return self._model
 
     def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:

@@ -30,7 +30,8 @@ def is_reward_model(path: str) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
-def chat_backend(spec: str, *, api_key_env: str | None = None, cache_dir: str | os.PathLike | None = None, **engine_options):
+def chat_backend(spec: str, *, api_key_env: str | None = None, cache_dir: str | os.PathLike | None = None, dtype=None,
+                 **engine_options):
     """A ``LocalChat`` for a model spec, an ``OpenAIChat`` for an http(s) URL."""
     from alignkit.judges.chat import LocalChat, OpenAIChat
 
@@ -39,7 +40,7 @@ def chat_backend(spec: str, *, api_key_env: str | None = None, cache_dir: str | 
         if not model:
             model = _first_model(base_url, api_key_env)
         return OpenAIChat(base_url, model, api_key_env=api_key_env, cache_dir=cache_dir)
-    return LocalChat.load(spec, **engine_options)
+    return LocalChat.load(spec, dtype=dtype, **engine_options)
 
 
 def _first_model(base_url: str, api_key_env: str | None) -> str:
@@ -53,8 +54,9 @@ def _first_model(base_url: str, api_key_env: str | None) -> str:
 
 
 def load_judge(spec: str, *, api_key_env: str | None = None, cache_dir: str | os.PathLike | None = None,
-               constitution: str = "hhh"):
-    """The judge a ``--judge`` string names (see the module doc)."""
+               constitution: str = "hhh", dtype=None):
+    """The judge a ``--judge`` string names (see the module doc); a local model loads in ``dtype``
+    (default: ``default_placement``'s)."""
     from alignkit.judges.llm import LLMJudge
 
     kind, _, rest = spec.partition(":")
@@ -67,8 +69,8 @@ def load_judge(spec: str, *, api_key_env: str | None = None, cache_dir: str | os
     if kind == "rm":
         from alignkit.judges.reward_model import RewardModelJudge
 
-        return RewardModelJudge.from_path(spec)
-    backend = chat_backend(spec, api_key_env=api_key_env, cache_dir=cache_dir)
+        return RewardModelJudge.from_path(spec, dtype=dtype)
+    backend = chat_backend(spec, api_key_env=api_key_env, cache_dir=cache_dir, dtype=dtype)
     if kind == "constitution":
         from alignkit.cai.constitution import load_constitution
         from alignkit.judges.constitution import ConstitutionJudge
