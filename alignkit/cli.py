@@ -217,7 +217,7 @@ def run_recipe_command(recipe: str, fresh: bool, **overrides) -> None:
 @app.command()
 @click.option("--output-dir", help="Where the run goes (default runs/quickstart).")
 def quickstart(output_dir: str | None) -> None:
-    """DPO with LoRA on the bundled model and data, evaluated, with an HTML report (recipes/quickstart.yaml)."""
+    """SFT and refusal training on the bundled model and data, judged against the base model, with an HTML report (recipes/quickstart.yaml)."""
     _run_recipe("quickstart", output_dir=output_dir, model=None)
 
 
@@ -231,15 +231,17 @@ def quickstart(output_dir: str | None) -> None:
 @click.option("--prompts", default="hhh:test", show_default=True, help="Held-out prompts: a prompt or preference file, or hhh:test.")
 @click.option("--limit", type=int, help="Use a seeded random sample of N prompts (in file order).")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--kl-prompts", type=int, help="Estimate KL on N of the prompts, spread over the file (default: all).")
 @click.option("--output-dir", default="runs/eval", show_default=True)
-def eval_command(policy, baseline, judge, judge_api_key_env, sycophancy, prompts, limit, max_new_tokens, output_dir) -> None:
+def eval_command(policy, baseline, judge, judge_api_key_env, sycophancy, prompts, limit, max_new_tokens, kl_prompts,
+                 output_dir) -> None:
     """Win rate (judge asked in both orders, 95% CI), KL, length drift, diversity, refusals, and a report."""
     recipe = {
         "name": "eval", "model": baseline, "output_dir": output_dir, "_file": "alignkit eval",
         "stages": [
             {"name": "eval", "method": "eval", "policies": list(policy), "judge": list(judge), "prompts": prompts,
              "limit": limit, "max_new_tokens": max_new_tokens, "judge_api_key_env": judge_api_key_env,
-             "sycophancy": sycophancy},
+             "sycophancy": sycophancy, "kl_prompts": kl_prompts},
             {"name": "report", "method": "report", "curves": None},
         ],
     }

@@ -133,3 +133,19 @@ def reward_config(tokenizer):
     config = tiny_config(tokenizer)
     config.num_labels = 1  # transformers 5 takes num_labels on the config, not as a from_config kwarg
     return config
+
+
+def test_kl_on_a_spread_subset_of_prompts(models, tokenizer):
+    """kl_prompts=2 of 3: the estimate is sampled_kl on prompts 0 and 1 exactly, n says 2."""
+    from alignkit.eval.evaluate import spread
+
+    base, policy, _ = models
+    results = evaluate_policy(policy, base, tokenizer, PROMPTS, max_new_tokens=4, kl_prompts=2)
+    alone = sampled_kl(policy, base, tokenizer, PROMPTS[:2], max_new_tokens=4, batch_size=8, seed=0)
+    assert results["kl"] == alone and results["kl"]["n"] == 2
+    assert len(results["samples"]) == 3  # greedy answers, judging and refusals still on every prompt
+    assert spread(list(range(10)), 3) == [0, 3, 6]
+    assert spread(["harmful"] * 5 + ["benign"] * 5, 2) == ["harmful", "benign"]  # not the first k
+    assert spread([1, 2], None) == [1, 2] and spread([1, 2], 5) == [1, 2]
+    with pytest.raises(ValueError, match="kl_prompts"):
+        spread([1, 2], 0)

@@ -4,7 +4,8 @@ What comes out (a JSON-serialisable dict):
   win_rate      policy over base (``pairwise_win_rate``; the judge asked in both orders unless it is
                 order-invariant, as a reward model is), and per prompt tag
   reward        mean reward of each model's responses, when the judge scores pointwise
-  kl            KL(policy ‖ reference) from policy samples (``sampled_kl``; reference = base by default)
+  kl            KL(policy ‖ reference) from policy samples (``sampled_kl``; reference = base by default),
+                on every prompt or on ``kl_prompts`` of them spread evenly over the list
   length        mean lengths and their ratio (``length_drift``, in tokens)
   distinct      distinct-1 / distinct-2 of each model's responses
   refusal_rate  per prompt tag ("all" plus each tag, e.g. "harmful", "benign"): rates and counts, base and policy
@@ -21,6 +22,16 @@ from alignkit.eval.sampled_kl import sampled_kl
 from alignkit.judges.base import PairwiseJudge, ScoringJudge
 from alignkit.rewards.refusal import refusal_detector as default_refusal_detector
 from alignkit.rollout.generate import generate
+
+
+def spread(items: list, k: int | None) -> list:
+    """``k`` items evenly spaced over ``items`` (all of them when ``k`` is None or not smaller):
+    held-out files are grouped by kind, so the first k would all be of one kind."""
+    if k is None or k >= len(items):
+        return items
+    if k < 1:
+        raise ValueError(f"kl_prompts must be at least 1, got {k}")
+    return [items[i * len(items) // k] for i in range(k)]
 
 
 def _rows_by_tag(tags: list[str]) -> dict[str, list[int]]:
@@ -60,6 +71,7 @@ def evaluate_policy(
     seed: int = 0,
     progress: bool = False,
     refusal_detector: Callable[[str], bool] | None = None,
+    kl_prompts: int | None = None,
 ) -> dict:
     """Compare ``policy`` with ``base`` on ``prompts`` (chat message lists); see the module doc.
 
@@ -67,6 +79,9 @@ def evaluate_policy(
     ``reference``: the model KL is measured against (defaults to ``base``).
     ``prompt_tags``: one tag per prompt for the per-tag refusal rates.
     ``refusal_detector``: text -> refused? (default: the keyword heuristic ``alignkit.rewards.refusal_detector``).
+    ``kl_prompts``: how many prompts the KL estimate samples (default: all). Its sampling and two
+    scoring passes cost as much as one greedy rollout; its standard error (``k3_stderr``) says
+    what a smaller sample gives up.
     """
     if not prompts:
         raise ValueError("evaluate_policy needs at least one prompt")
@@ -77,7 +92,8 @@ def evaluate_policy(
     policy_texts = [g.text for g in generate(policy, tokenizer, prompts, do_sample=False, **options)]
     # All sampling before any judging: a judge that loads its model at first use
     # (RewardModelJudge.from_path) is then never in memory beside the rollout engine's weights.
-    kl = sampled_kl(policy, reference if reference is not None else base, tokenizer, prompts, seed=seed, **options)
+    kl = sampled_kl(policy, reference if reference is not None else base, tokenizer, spread(prompts, kl_prompts),
+                    seed=seed, **options)
 
     win_rate, judge_scores, reward, rewards = None, [None] * len(prompts), None, None
     order_invariant = bool(getattr(judge, "order_invariant", False))

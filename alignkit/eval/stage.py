@@ -123,7 +123,7 @@ def run_eval_stage(pipeline, name: str, fields: dict) -> dict:
             policy, base, tokenizer, prompts, judge=judge, prompt_tags=tags,
             max_new_tokens=fields.get("max_new_tokens", 128), progress=True,
             # Decoding a 135M model on CPU is per-step overhead bound: wide batches amortise it.
-            batch_size=fields.get("batch_size", 32),
+            batch_size=fields.get("batch_size", 32), kl_prompts=fields.get("kl_prompts"),
         )
         results[stage_name]["judge_provenance"] = judge_provenance(pipeline, judge_spec, ref, prompts)
         add_judge_panel(results[stage_name], panel, prompts)
