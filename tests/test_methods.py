@@ -53,6 +53,22 @@ def test_sft_last_layers_only(tmp_path, tiny_dir):
         SFTConfig(**_common(tmp_path, tiny_dir, data="x.jsonl", trainable_layers=1, lora_r=4))
 
 
+def test_bf16_autocast_runs_matmuls_in_bf16_and_keeps_fp32_weights(tmp_path, tiny_dir):
+    """--bf16-autocast: training and evaluation forwards compute the projections in bf16; the
+    weights that moved are still fp32; without the flag every projection is fp32."""
+    for flag in (True, False):
+        cfg = SFTConfig(**_common(tmp_path / str(flag), tiny_dir, data=f"{FIX}/sft_messages.jsonl",
+                                  eval_data=f"{FIX}/sft_messages.jsonl", bf16_autocast=flag))
+        method = build_sft(cfg)
+        seen = set()
+        method.model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+        before = _snapshot(method.model)
+        summary = fit(method, cfg)
+        assert seen == ({torch.bfloat16} if flag else {torch.float32})
+        assert _moved(method.model, before) == set(before) and math.isfinite(summary["eval"]["eval/loss"])
+        assert {p.dtype for p in method.model.parameters()} == {torch.float32}
+
+
 def test_sft_loss_ignores_prompt_tokens(tmp_path, tiny_dir):
     cfg = SFTConfig(**_common(tmp_path, tiny_dir, data=f"{FIX}/sft_messages.jsonl"))
     method = build_sft(cfg)

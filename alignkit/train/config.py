@@ -97,6 +97,10 @@ class RunConfig(BaseModel):
     """QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes) and train the LoRA adapter on it."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights dtype: auto = bf16 on CUDA, fp32 on CPU."""
+    bf16_autocast: bool = False
+    """Run forward passes under torch.autocast in bfloat16 while weights, gradients and optimizer
+    state stay in their dtype: matmuls in bf16 where the hardware has it (GPUs; CPUs with AVX512_BF16
+    or AMX: 1.4x faster SFT steps on a 2-core AVX512_BF16 EPYC). Numbers change slightly, so off by default."""
     threads: int | None = None
     """torch intra-op threads (default: torch's choice)."""
     fsdp: bool = False

@@ -257,7 +257,7 @@ def fit(method: Method, cfg: RunConfig) -> dict:
     method.model.train()
     bar = tqdm(total=total_steps, initial=start, desc="train", disable=not topo.is_main, dynamic_ncols=True)
     last: dict[str, float] = {}
-    on_start = _evaluate(method, logger, 0) if cfg.eval_on_start and start == 0 else None
+    on_start = _evaluate(method, logger, 0, cfg) if cfg.eval_on_start and start == 0 else None
     t0 = time.time()
     for step in range(start, total_steps):
         step_start = time.perf_counter()
@@ -272,7 +272,8 @@ def fit(method: Method, cfg: RunConfig) -> dict:
         step_loss = 0.0  # this process's share of the global-batch loss
         bad_loss = None
         for batch in batches:
-            loss, metrics = method.loss(batch, totals)
+            with bf16_autocast(method, cfg):
+                loss, metrics = method.loss(batch, totals)
             if not torch.isfinite(loss):
                 bad_loss = loss.item()
                 if not sharded:
@@ -322,14 +323,14 @@ def fit(method: Method, cfg: RunConfig) -> dict:
         bar.set_postfix({k: f"{last[k]:.4g}" for k in ("loss", "rewards/margins", "rewards/accuracies", "reward") if k in last})
         bar.update(1)
         if cfg.eval_every and done % cfg.eval_every == 0 and done != total_steps:
-            _evaluate(method, logger, done)
+            _evaluate(method, logger, done, cfg)
         if cfg.save_every and done % cfg.save_every == 0 and (topo.is_main or sharded):  # sharded: all gather
             save_checkpoint(ckpt_root, done, method.model, optimizer, scheduler, keep=cfg.keep_checkpoints,
                             method_state=method.state_dict() if hasattr(method, "state_dict") else None,
                             trainer_state={"fingerprint": fingerprint, "guard": guard.state_dict()})
     bar.close()
 
-    final_eval = _evaluate(method, logger, total_steps)
+    final_eval = _evaluate(method, logger, total_steps, cfg)
     summary = {
         "steps": total_steps,
         "train_seconds": round(time.time() - t0, 2),
@@ -384,9 +385,15 @@ def _step_of(line: str) -> int | None:
         return None
 
 
-def _evaluate(method: Method, logger: MetricsLogger, step: int) -> dict[str, float]:
+def bf16_autocast(method: Method, cfg: RunConfig):
+    """torch.autocast(bfloat16) on the model's device when ``cfg.bf16_autocast``, else a no-op."""
+    device = next(method.model.parameters()).device.type
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16_autocast)
+
+
+def _evaluate(method: Method, logger: MetricsLogger, step: int, cfg: RunConfig) -> dict[str, float]:
     method.model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), bf16_autocast(method, cfg):
         metrics = {f"eval/{k}": v for k, v in method.evaluate().items()}
     method.model.train()
     if metrics:
