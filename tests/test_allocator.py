@@ -40,9 +40,11 @@ def test_repeated_large_tensor_reuses_freed_pages():
         faults[mode], resident_mb[mode] = _run(mode)
     assert faults["off"] > 10_000  # glibc's default: a fresh mmap, every 4 KiB page faulted in again
     assert faults["on"] < faults["off"] / 20
-    # The price is freed memory kept for reuse; it levels off instead of growing with every step.
+    # The price is freed memory kept for reuse: a few 256 MB blocks, not one per step. Which holes
+    # get reused varies from run to run (after 9 steps 734 to 2,014 MB here; once in CI 1,057 MB,
+    # then 768 MB more by step 25), so the bound is a quarter of the 16 blocks a leak would add.
     after_9, after_25 = resident_mb["on"]
-    assert after_25 <= after_9 + 16
+    assert after_25 - after_9 < 16 * 256 / 4
     # After training, glibc's defaults are back: big blocks are unmapped on free, nothing kept.
     assert faults["restored"] > 10_000
     assert resident_mb["restored"][1] < resident_mb["on"][1] - 200
