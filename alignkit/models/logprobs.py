@@ -28,6 +28,20 @@ def decoder_and_head(model):
     return base.get_decoder(), base.get_output_embeddings()
 
 
+# oneDNN, which runs bf16 matmuls on a CPU, compiles and keeps a kernel for every matmul shape it
+# meets (about 1 MB each, up to 1,024). A new sequence length and a new response-token count in
+# every batch filled that cache with one-off kernels: the quickstart's SFT stage (bf16 autocast)
+# grew from 2.7 to 3.3 GB over 40 steps, and the cache stayed for the stages after it. Padding the
+# width and the scored rows up to these multiples bounds the shapes, at the same step time.
+CPU_BF16_WIDTH_MULTIPLE = 16
+CPU_BF16_ROWS_MULTIPLE = 64
+
+
+def _cpu_bf16(tensor: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether matmuls of ``tensor`` with ``weight`` run in bf16/fp16 on a CPU (oneDNN)."""
+    return tensor.device.type == "cpu" and (torch.is_autocast_enabled("cpu") or weight.dtype != torch.float32)
+
+
 def gather_token_logps(hidden: torch.Tensor, targets: torch.Tensor, lm_head, *, chunk_size: int = 1024) -> torch.Tensor:
     """log p(target | hidden) for N positions without building all N×V logits at once.
 
@@ -37,6 +51,10 @@ def gather_token_logps(hidden: torch.Tensor, targets: torch.Tensor, lm_head, *, 
     else (a LoRA-wrapped or biased head) through autograd's log_softmax and gather.
     """
     fused = type(lm_head) is torch.nn.Linear and lm_head.bias is None
+    rows = hidden.shape[0]
+    if fused and _cpu_bf16(hidden, lm_head.weight):  # zero rows scoring token 0, dropped below
+        extra = -rows % CPU_BF16_ROWS_MULTIPLE
+        hidden, targets = F.pad(hidden, (0, 0, 0, extra)), F.pad(targets, (0, extra))
     out = []
     for start in range(0, hidden.shape[0], chunk_size):
         h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]
@@ -47,7 +65,7 @@ def gather_token_logps(hidden: torch.Tensor, targets: torch.Tensor, lm_head, *, 
             out.append(logps.gather(-1, t[:, None]).squeeze(-1))
     if not out:
         return hidden.new_zeros(0)
-    return torch.cat(out)
+    return torch.cat(out)[:rows]
 
 
 class HeadLogps(torch.autograd.Function):
@@ -96,7 +114,14 @@ def response_token_logps(
     for response tokens and 0 for the rest. Token 0 can never be scored (nothing predicts it).
     """
     decoder, lm_head = decoder_and_head(model)
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    width = input_ids.shape[1]
+    if _cpu_bf16(input_ids, lm_head.weight) and attention_mask.dim() == 2 and position_ids is None:
+        # Right padding, masked out: causal attention keeps it from every real position.
+        extra = -width % CPU_BF16_WIDTH_MULTIPLE
+        hidden = decoder(input_ids=F.pad(input_ids, (0, extra)),
+                         attention_mask=F.pad(attention_mask, (0, extra))).last_hidden_state[:, :width]
+    else:
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
     # Position t-1 predicts token t: shift the mask left by one to select predicting positions.
     predict = torch.zeros_like(response_mask, dtype=torch.bool)
     predict[:, :-1] = response_mask[:, 1:].bool()
