@@ -81,6 +81,47 @@ def test_head_logps_refuses_a_second_backward():
         out.backward()
 
 
+@pytest.mark.parametrize("bf16", ["autocast", "weights"])
+def test_cpu_bf16_logps_see_few_shapes_and_equal_the_unpadded_ones(tiny, monkeypatch, bf16):
+    """oneDNN keeps a compiled kernel per bf16 matmul shape: widths and scored rows are padded up to
+    multiples of 16, so batches of 17 to 47 tokens meet two widths, not 31; the log-probs
+    and gradients are those of the unpadded batch (full logits, no padding)."""
+    import contextlib
+
+    from alignkit.models import logprobs
+
+    model, _ = tiny
+    if bf16 == "weights":
+        model = model.to(torch.bfloat16)
+    context = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 == "autocast" else contextlib.nullcontext
+    widths, rows, seen = set(), set(), []
+    model.model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    apply = logprobs.HeadLogps.apply
+    monkeypatch.setattr(logprobs.HeadLogps, "apply", lambda h, w, t: rows.add(h.shape[0]) or apply(h, w, t))
+    g = torch.Generator().manual_seed(0)
+    for width in range(17, 48):
+        ids = torch.randint(3, 1000, (2, width), generator=g)
+        attention, response = torch.ones_like(ids), torch.zeros_like(ids)
+        attention[1, width - 5 :] = 0
+        response[0, 4:] = 1
+        response[1, 4 : width - 5] = 1
+        with context():
+            seen.clear()
+            padded = response_token_logps(model, ids, attention, response)
+            widths.update(seen)
+            model.zero_grad()
+            padded.sum().backward()
+            padded_grads = [p.grad.clone() for p in model.parameters()]
+            model.zero_grad()
+            full = full_logits_token_logps(model, ids, attention, response)
+            full.sum().backward()
+        assert torch.allclose(padded, full.to(padded.dtype), atol=0.1), width  # bf16: a few 1e-2 apart
+        for a, b in zip(padded_grads, (p.grad for p in model.parameters())):
+            assert torch.allclose(a.float(), b.float(), atol=0.05, rtol=0.05), width
+    assert widths == {32, 48}
+    assert rows == {32, 48, 64, 80, 96}  # 26 to 81 scored tokens
+
+
 def test_tiny_model_has_real_chat_template(tiny):
     model, tokenizer = tiny
     text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alignkit.memory import release_freed_memory
 from alignkit.rollout.engine import encode_prompt, make_engine
 
 __all__ = ["Generation", "encode_prompt", "generate"]
@@ -59,6 +60,11 @@ def generate(
         prompts, max_new_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0,
         seed=seed, progress=progress,
     )
+    # The engine held its own copy of the weights, a model's size. glibc keeps freed pages for
+    # reuse; the evaluator's next step (the other model's engine, the judge) would then stand on
+    # top of them: the quickstart's eval peaked at 2.84 GB instead of 2.47 after a training stage.
+    del engine
+    release_freed_memory()
     return [
         Generation(prompt=prompt, text=text.strip(), prompt_ids=prompt_ids, completion_ids=completion, logprobs=logprobs)
         for prompt, text, prompt_ids, completion, logprobs in zip(
