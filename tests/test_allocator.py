@@ -89,3 +89,26 @@ def test_restored_allocator_reuses_mid_size_blocks_as_glibc_does():
                                        check=True).stdout) for mode in ("default", "restored")}
     assert faults["default"] < 8_192
     assert faults["restored"] < 8_192
+
+
+PREPARED = """
+import resource, sys, torch
+from alignkit.models import save_tiny_model
+from alignkit.train.config import RunConfig
+from alignkit.train.setup import prepare_model
+prepare_model(RunConfig(model=save_tiny_model(sys.argv[2] + "/tiny"), keep_freed_memory=sys.argv[1] == "keep"))
+for _ in range(4):
+    torch.ones(64 << 20).sum()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(64 << 20).sum()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_decides_whether_training_keeps_freed_pages(tmp_path):
+    """``keep_freed_memory`` (on by default) is what turns the slack on for a CPU training run."""
+    faults = {mode: int(subprocess.run([sys.executable, "-c", PREPARED, mode, str(tmp_path / mode)], capture_output=True,
+                                       text=True, check=True).stdout.split()[-1]) for mode in ("keep", "return")}
+    assert faults["keep"] < 1_000
+    assert faults["return"] > 10_000  # a fresh mmap of 256 MB, every page faulted in again

@@ -101,6 +101,10 @@ class RunConfig(BaseModel):
     """Run forward passes under torch.autocast in bfloat16 while weights, gradients and optimizer
     state stay in their dtype: matmuls in bf16 where the hardware has it (GPUs; CPUs with AVX512_BF16
     or AMX: 1.4x faster SFT steps on a 2-core AVX512_BF16 EPYC). Numbers change slightly, so off by default."""
+    keep_freed_memory: bool = True
+    """CPU training: keep up to 1 GiB of freed memory for the next step's tensors instead of returning
+    it to the OS (train/allocator.py): 8 % faster full fine-tune steps. Off, the quickstart's SFT stage
+    peaked 0.12 GB lower (2.86 GB) for 1 % more time."""
     threads: int | None = None
     """torch intra-op threads (default: torch's choice)."""
     fsdp: bool = False

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
     """(model, tokenizer) ready to train: dtype chosen, LoRA applied when ``cfg.lora_r`` is set, on a
     4-bit base when ``cfg.load_in_4bit`` (QLoRA), all but the last ``cfg.trainable_layers`` frozen
-    when that is set; on CPU, freed memory kept for reuse (``allocator.py``)."""
+    when that is set; on CPU, freed memory kept for reuse unless ``cfg.keep_freed_memory`` is off
+    (``allocator.py``)."""
     from alignkit.models import load_policy, load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -31,7 +32,7 @@ def prepare_model(cfg: RunConfig, *, task_type: str = "CAUSAL_LM"):
     if cfg.trainable_layers:
         train_only_last_layers(model, cfg.trainable_layers)
     sparse_tied_embedding_grad(model)
-    if next(model.parameters()).device.type == "cpu":
+    if cfg.keep_freed_memory and next(model.parameters()).device.type == "cpu":
         reuse_freed_memory()
     return model, tokenizer
 
