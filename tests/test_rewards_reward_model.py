@@ -94,3 +94,24 @@ def test_ensemble_of_reward_models(rm_tokenizer, reward_models):
     assert max(abs(a - b) for a, b in zip(*singles)) > 1e-3  # two different models
     ensemble = RewardEnsemble([RewardModelReward(m, rm_tokenizer) for m in reward_models], reduce="min")
     assert ensemble(PROMPTS, COMPLETIONS) == pytest.approx([min(a, b) for a, b in zip(*singles)], abs=1e-6)
+
+
+def test_cpu_bf16_scores_see_few_widths_and_equal_the_unpadded_ones(tokenizer):
+    """Under CPU autocast a reward model's trunk runs at widths padded to multiples of 16 (oneDNN
+    keeps a kernel per shape), and each row's score is the one of its own unpadded row."""
+    from alignkit.models.heads import sequence_scores
+
+    model = tiny_reward_model(tokenizer, 0)
+    widths = []
+    model.model.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    g = torch.Generator().manual_seed(0)
+    for width in range(17, 34):
+        ids = torch.randint(3, 1000, (2, width), generator=g)
+        attention = torch.ones_like(ids)
+        attention[1, width - 4 :] = 0
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            batched = sequence_scores(model, ids, attention)
+            alone = torch.cat([sequence_scores(model, ids[:1], attention[:1]),
+                               sequence_scores(model, ids[1:, : width - 4], attention[1:, : width - 4])])
+        assert torch.allclose(batched, alone, atol=0.05 * alone.abs().max().item()), width
+    assert set(widths) == {16, 32, 48}  # 13 to 33 tokens

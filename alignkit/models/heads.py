@@ -36,11 +36,11 @@ def load_scalar_model(name_or_path: str | os.PathLike, *, dtype=None, device=Non
 @one_forward
 def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B,) scalar score at each row's last attended token (rows are right-padded)."""
-    from alignkit.models.logprobs import _unwrap
+    from alignkit.models.logprobs import _unwrap, trunk_hidden
 
     base = _unwrap(model)
     trunk = getattr(base, base.base_model_prefix)
-    hidden = trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    hidden = trunk_hidden(trunk, input_ids, attention_mask, head_weight=base.score.weight)  # (B, T, H)
     last = attention_mask.sum(-1) - 1
     picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
     return base.score(picked).squeeze(-1).float()

@@ -32,14 +32,26 @@ def decoder_and_head(model):
 # meets (about 1 MB each, up to 1,024). A new sequence length and a new response-token count in
 # every batch filled that cache with one-off kernels: the quickstart's SFT stage (bf16 autocast)
 # grew from 2.7 to 3.3 GB over 40 steps, and the cache stayed for the stages after it. Padding the
-# width and the number of scored rows up to a multiple of 16 bounds the shapes: 2.78 GB after 40
-# steps, level, at the same step time.
+# width (here and for reward models, ``heads.sequence_scores``) and the number of scored rows up to
+# a multiple of 16 bounds the shapes: 2.78 GB after 40 steps, level, at the same step time.
 CPU_BF16_MULTIPLE = 16
 
 
 def _cpu_bf16(tensor: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether matmuls of ``tensor`` with ``weight`` run in bf16/fp16 on a CPU (oneDNN)."""
     return tensor.device.type == "cpu" and (torch.is_autocast_enabled("cpu") or weight.dtype != torch.float32)
+
+
+def trunk_hidden(trunk, input_ids, attention_mask, *, head_weight: torch.Tensor, position_ids=None) -> torch.Tensor:
+    """``trunk(...).last_hidden_state`` (B, T, H); on a CPU in bf16 the batch runs padded on the right
+    to a width that is a multiple of ``CPU_BF16_MULTIPLE`` (masked out: causal attention keeps the
+    padding from every real position) and the padding's rows are dropped."""
+    width = input_ids.shape[1]
+    if _cpu_bf16(input_ids, head_weight) and attention_mask.dim() == 2 and position_ids is None:
+        extra = -width % CPU_BF16_MULTIPLE
+        return trunk(input_ids=F.pad(input_ids, (0, extra)),
+                     attention_mask=F.pad(attention_mask, (0, extra))).last_hidden_state[:, :width]
+    return trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
 
 
 def gather_token_logps(hidden: torch.Tensor, targets: torch.Tensor, lm_head, *, chunk_size: int = 1024) -> torch.Tensor:
@@ -114,14 +126,7 @@ def response_token_logps(
     for response tokens and 0 for the rest. Token 0 can never be scored (nothing predicts it).
     """
     decoder, lm_head = decoder_and_head(model)
-    width = input_ids.shape[1]
-    if _cpu_bf16(input_ids, lm_head.weight) and attention_mask.dim() == 2 and position_ids is None:
-        # Right padding, masked out: causal attention keeps it from every real position.
-        extra = -width % CPU_BF16_MULTIPLE
-        hidden = decoder(input_ids=F.pad(input_ids, (0, extra)),
-                         attention_mask=F.pad(attention_mask, (0, extra))).last_hidden_state[:, :width]
-    else:
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    hidden = trunk_hidden(decoder, input_ids, attention_mask, head_weight=lm_head.weight, position_ids=position_ids)
     # Position t-1 predicts token t: shift the mask left by one to select predicting positions.
     predict = torch.zeros_like(response_mask, dtype=torch.bool)
     predict[:, :-1] = response_mask[:, 1:].bool()
