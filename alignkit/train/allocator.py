@@ -10,7 +10,7 @@ fine-tune steps of SmolLM2-135M took 114 s instead of 123 s (system time 3.5 s i
 10.4 s), while resident memory levelled off about 8 % higher (docs/performance.md). The cost
 is that freed blocks stay with the process: a loop re-allocating one 256 MB tensor keeps a few
 such blocks resident (0.7-2.0 GB in tests/test_allocator.py) where glibc's default keeps none.
-Only CPU training turns it on (``prepare_model``).
+Only CPU training turns it on (``prepare_model``), unless its ``keep_freed_memory`` is off.
 """
 
 from __future__ import annotations
